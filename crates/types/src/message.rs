@@ -1,0 +1,220 @@
+//! The engine's input (`Command`) and output (`Event`).
+
+use crate::{
+    AccountId, AmendOrder, Currency, Leverage, MarketId, Money, NewOrder, OrdType, OrderId, Price,
+    Qty, Seq, Side, Timestamp,
+};
+
+/// One input to the engine. The sequencer stamps it with a `Seq` and a `Timestamp`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Command {
+    /// Credit an account (a confirmed on-chain deposit). Money enters the system here only.
+    Deposit { account: AccountId, currency: Currency, amount: Money },
+    /// Debit an account; refused if it exceeds the available balance.
+    Withdraw { account: AccountId, currency: Currency, amount: Money },
+    Place(NewOrder),
+    Amend(AmendOrder),
+    Cancel { account: AccountId, order: OrderId },
+    /// Cancel every open and untriggered order of the account, in one market or all.
+    CancelAll { account: AccountId, market: Option<MarketId> },
+    /// Isolated margin at `leverage`, or cross margin with `Leverage::CROSS`.
+    SetLeverage { account: AccountId, market: MarketId, leverage: Leverage },
+    /// A new mark price (from the index and fair basis; the risk lifecycle computes it).
+    Mark { market: MarketId, price: Price },
+    /// A new index price for the market's underlying (a trigger reference for stops).
+    Index { market: MarketId, price: Price },
+}
+
+impl Command {
+    /// The account the command acts for, if any (used to shard by account).
+    pub fn account(&self) -> Option<AccountId> {
+        match self {
+            Command::Deposit { account, .. }
+            | Command::Withdraw { account, .. }
+            | Command::Cancel { account, .. }
+            | Command::CancelAll { account, .. }
+            | Command::SetLeverage { account, .. } => Some(*account),
+            Command::Place(o) => Some(o.account),
+            Command::Amend(a) => Some(a.account),
+            Command::Mark { .. } | Command::Index { .. } => None,
+        }
+    }
+}
+
+/// A command with the sequencer's stamp.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Sequenced {
+    pub seq: Seq,
+    pub time: Timestamp,
+    pub command: Command,
+}
+
+/// Why a command was refused. Every refusal changes no state.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
+pub enum RejectReason {
+    UnknownAccount,
+    UnknownMarket,
+    UnknownOrder,
+    /// The order exists but belongs to another account; reported as unknown at the API.
+    NotYourOrder,
+    /// The order is filled, cancelled or otherwise no longer open.
+    OrderNotOpen,
+    PriceNotMultipleOfTick,
+    QtyNotMultipleOfLot,
+    QtyNotPositive,
+    QtyTooLarge,
+    PriceNotPositive,
+    PriceTooLarge,
+    /// The limit price is outside the band around the mark price.
+    PriceOutsideBand,
+    MissingPrice,
+    MissingStopPx,
+    /// A price given to an order type that takes none (e.g. `price` on a Market order).
+    UnexpectedPrice,
+    InvalidDisplayQty,
+    InsufficientAvailableBalance,
+    /// ReduceOnly/Close would open or increase a position.
+    ReduceOnlyWouldIncrease,
+    /// Close without quantity, but there is no position.
+    NoPositionToClose,
+    /// Post-only order would cross (BitMEX cancels these; see `CancelReason::PostOnlyWouldCross`).
+    PostOnlyWouldCross,
+    /// AllOrNone was removed by BitMEX on 2018-05-14.
+    AllOrNoneRemoved,
+    TooManyOpenOrders,
+    TooManyStopOrders,
+    /// An amend with nothing to change, or a quantity at or below what is already filled.
+    InvalidAmend,
+    InvalidLeverage,
+    AmountNotPositive,
+    /// The engine is halted after a failed audit; no writes are admitted.
+    EngineHalted,
+    /// The book or order table is at its configured capacity.
+    CapacityExhausted,
+    /// A Market order found nothing to trade against.
+    NoLiquidity,
+}
+
+impl RejectReason {
+    /// The message BitMEX clients expect (shared/bitmex/API.md §2), or ours where BitMEX
+    /// has none.
+    pub fn message(self) -> &'static str {
+        match self {
+            RejectReason::UnknownAccount => "Account does not exist",
+            RejectReason::UnknownMarket => "Invalid symbol",
+            RejectReason::UnknownOrder | RejectReason::NotYourOrder => "Invalid orderID",
+            RejectReason::OrderNotOpen => "Unable to cancel order due to existing state",
+            RejectReason::PriceNotMultipleOfTick => "Invalid price tickSize",
+            RejectReason::QtyNotMultipleOfLot => "Invalid orderQty lotSize",
+            RejectReason::QtyNotPositive => "Invalid orderQty",
+            RejectReason::QtyTooLarge => "Invalid orderQty: exceeds maxOrderQty",
+            RejectReason::PriceNotPositive => "Invalid price",
+            RejectReason::PriceTooLarge => "Invalid price: exceeds maxPrice",
+            RejectReason::PriceOutsideBand => "Invalid price: outside the allowed band around mark",
+            RejectReason::MissingPrice => "Invalid price: required for this ordType",
+            RejectReason::MissingStopPx => "Invalid stopPx for ordType",
+            RejectReason::UnexpectedPrice => "Invalid price: not allowed for this ordType",
+            RejectReason::InvalidDisplayQty => "Invalid displayQty",
+            RejectReason::InsufficientAvailableBalance => {
+                "Account has insufficient Available Balance"
+            }
+            RejectReason::ReduceOnlyWouldIncrease => {
+                "Executing at order price would lead to immediate liquidation or ReduceOnly \
+                 would increase position"
+            }
+            RejectReason::NoPositionToClose => "Invalid orderQty: no position to close",
+            RejectReason::PostOnlyWouldCross => "Order had execInst of ParticipateDoNotInitiate",
+            RejectReason::AllOrNoneRemoved => "execInst AllOrNone has been removed",
+            RejectReason::TooManyOpenOrders => "Too many open orders",
+            RejectReason::TooManyStopOrders => "Too many open stop orders",
+            RejectReason::InvalidAmend => "Invalid amend",
+            RejectReason::InvalidLeverage => "Invalid leverage",
+            RejectReason::AmountNotPositive => "Invalid amount",
+            RejectReason::EngineHalted => {
+                "Trading is halted: the system audit failed. No writes are accepted."
+            }
+            RejectReason::CapacityExhausted => "The system is at capacity",
+            RejectReason::NoLiquidity => "Market order found no liquidity",
+        }
+    }
+}
+
+/// Why an order left the book without filling completely.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
+pub enum CancelReason {
+    /// The owner asked (Cancel or CancelAll).
+    Requested,
+    /// The unfilled rest of an IOC or Market order.
+    ImmediateOrCancel,
+    /// A FillOrKill that could not fill completely (nothing traded).
+    FillOrKill,
+    /// Post-only that would have crossed: BitMEX cancels rather than rejects.
+    PostOnlyWouldCross,
+    /// A ReduceOnly/Close order that the position no longer needs.
+    ReduceOnly,
+    /// A Day order at the end of its UTC day.
+    Expired,
+    /// The resting order would have traded with the same account (see the engine's
+    /// self-trade policy: cancel the resting order).
+    SelfTrade,
+    /// A Market order stopped at the worst price its account can afford.
+    PriceProtection,
+}
+
+/// One output of the engine. The stream of events (with their order) is the contract every
+/// topology must reproduce byte for byte.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Event {
+    /// A command was refused; nothing changed.
+    Rejected { seq: Seq, account: AccountId, reason: RejectReason, client_tag: u64 },
+    /// A new order was accepted (it may rest, trade, or wait for its trigger).
+    OrderAccepted {
+        seq: Seq,
+        order: OrderId,
+        account: AccountId,
+        market: MarketId,
+        side: Side,
+        ord_type: OrdType,
+        qty: Qty,
+        price: Option<Price>,
+        client_tag: u64,
+    },
+    /// A conditional order's trigger was reached; it now works as `ord_type`.
+    OrderTriggered { seq: Seq, order: OrderId, ord_type: OrdType },
+    /// One match between a resting (maker) and an incoming (taker) order.
+    Fill {
+        seq: Seq,
+        market: MarketId,
+        maker_order: OrderId,
+        taker_order: OrderId,
+        maker_account: AccountId,
+        taker_account: AccountId,
+        /// The taker's side.
+        taker_side: Side,
+        price: Price,
+        qty: Qty,
+        /// The fill's value (`qty × unit value`, BitMEX sign): the buyer's cost change.
+        value: Money,
+        /// Positive: paid by the maker; negative: a rebate to the maker.
+        maker_fee: Money,
+        taker_fee: Money,
+        maker_leaves: Qty,
+        taker_leaves: Qty,
+    },
+    /// The order is no longer working; `leaves` contracts went unfilled.
+    OrderCanceled { seq: Seq, order: OrderId, account: AccountId, reason: CancelReason, leaves: Qty },
+    /// The order changed in place (amend, or ReduceOnly trimmed by the position).
+    OrderAmended { seq: Seq, order: OrderId, qty: Qty, leaves: Qty, price: Option<Price> },
+    /// Money moved in or out of the system.
+    Deposited { seq: Seq, account: AccountId, currency: Currency, amount: Money },
+    Withdrawn { seq: Seq, account: AccountId, currency: Currency, amount: Money },
+    /// A realised PnL settled into the wallet when a position was reduced.
+    Realised { seq: Seq, account: AccountId, market: MarketId, amount: Money },
+    LeverageChanged { seq: Seq, account: AccountId, market: MarketId, leverage: Leverage },
+    MarkChanged { seq: Seq, market: MarketId, price: Price },
+    IndexChanged { seq: Seq, market: MarketId, price: Price },
+    /// The audit failed; the engine accepts no more writes.
+    Halted { seq: Seq, currency: Currency, discrepancy: Money },
+}
