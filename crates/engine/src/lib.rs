@@ -1,1 +1,32 @@
-//! placeholder
+//! The serial engine: applies sequenced commands one at a time, cut into groups, emits
+//! events, audits the books after every group, and exposes a state hash.
+//!
+//! This engine is the oracle every other topology is compared with (DESIGN.md §2): the
+//! same commands with the same group cuts must give the same events and the same hash.
+//!
+//! Architecture invariants:
+//! - Nothing here reads a clock, draws randomness or iterates a hash map into output:
+//!   time is the sequencer's `Timestamp`, and every walk is over dense arrays, intrusive
+//!   lists or ordered sets.
+//! - A refused command emits exactly one `Rejected` event and changes no state (the state
+//!   hash is unchanged).
+//! - After every group the ledger's incremental audit runs; on every mark tick and every
+//!   `full_audit_every` groups the full recomputation runs too. A failed audit halts the
+//!   engine: every later write is rejected with `EngineHalted`; balances are never patched.
+//! - Capacities (accounts, orders, book levels) are fixed in `EngineConfig`; the steady
+//!   state allocates nothing, except the conditional-order index (`BTreeSet`), which is
+//!   off the hot path of plain order flow.
+#![forbid(unsafe_code)]
+
+mod audit;
+mod config;
+mod engine;
+mod margin;
+mod orders;
+mod sink;
+
+pub use audit::{AuditError, HaltEvidence};
+pub use config::{EngineConfig, MarketConfig};
+pub use engine::Engine;
+pub use orders::{OrderRecord, Working};
+pub use sink::{EventSink, HashSink};

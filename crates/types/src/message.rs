@@ -9,20 +9,44 @@ use crate::{
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Command {
     /// Credit an account (a confirmed on-chain deposit). Money enters the system here only.
-    Deposit { account: AccountId, currency: Currency, amount: Money },
+    Deposit {
+        account: AccountId,
+        currency: Currency,
+        amount: Money,
+    },
     /// Debit an account; refused if it exceeds the available balance.
-    Withdraw { account: AccountId, currency: Currency, amount: Money },
+    Withdraw {
+        account: AccountId,
+        currency: Currency,
+        amount: Money,
+    },
     Place(NewOrder),
     Amend(AmendOrder),
-    Cancel { account: AccountId, order: OrderId },
+    Cancel {
+        account: AccountId,
+        order: OrderId,
+    },
     /// Cancel every open and untriggered order of the account, in one market or all.
-    CancelAll { account: AccountId, market: Option<MarketId> },
+    CancelAll {
+        account: AccountId,
+        market: Option<MarketId>,
+    },
     /// Isolated margin at `leverage`, or cross margin with `Leverage::CROSS`.
-    SetLeverage { account: AccountId, market: MarketId, leverage: Leverage },
+    SetLeverage {
+        account: AccountId,
+        market: MarketId,
+        leverage: Leverage,
+    },
     /// A new mark price (from the index and fair basis; the risk lifecycle computes it).
-    Mark { market: MarketId, price: Price },
+    Mark {
+        market: MarketId,
+        price: Price,
+    },
     /// A new index price for the market's underlying (a trigger reference for stops).
-    Index { market: MarketId, price: Price },
+    Index {
+        market: MarketId,
+        price: Price,
+    },
 }
 
 impl Command {
@@ -159,8 +183,12 @@ pub enum CancelReason {
     /// The resting order would have traded with the same account (see the engine's
     /// self-trade policy: cancel the resting order).
     SelfTrade,
-    /// A Market order stopped at the worst price its account can afford.
+    /// A Market order stopped at the edge of the price band around the mark.
     PriceProtection,
+    /// A triggered conditional order whose account can no longer margin it.
+    InsufficientBalance,
+    /// A triggered ReduceOnly/Close order with no position left to reduce.
+    NothingToReduce,
 }
 
 /// One output of the engine. The stream of events (with their order) is the contract every
@@ -168,7 +196,12 @@ pub enum CancelReason {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Event {
     /// A command was refused; nothing changed.
-    Rejected { seq: Seq, account: AccountId, reason: RejectReason, client_tag: u64 },
+    Rejected {
+        seq: Seq,
+        account: AccountId,
+        reason: RejectReason,
+        client_tag: u64,
+    },
     /// A new order was accepted (it may rest, trade, or wait for its trigger).
     OrderAccepted {
         seq: Seq,
@@ -182,7 +215,11 @@ pub enum Event {
         client_tag: u64,
     },
     /// A conditional order's trigger was reached; it now works as `ord_type`.
-    OrderTriggered { seq: Seq, order: OrderId, ord_type: OrdType },
+    OrderTriggered {
+        seq: Seq,
+        order: OrderId,
+        ord_type: OrdType,
+    },
     /// One match between a resting (maker) and an incoming (taker) order.
     Fill {
         seq: Seq,
@@ -204,17 +241,61 @@ pub enum Event {
         taker_leaves: Qty,
     },
     /// The order is no longer working; `leaves` contracts went unfilled.
-    OrderCanceled { seq: Seq, order: OrderId, account: AccountId, reason: CancelReason, leaves: Qty },
+    OrderCanceled {
+        seq: Seq,
+        order: OrderId,
+        account: AccountId,
+        reason: CancelReason,
+        leaves: Qty,
+    },
     /// The order changed in place (amend, or ReduceOnly trimmed by the position).
-    OrderAmended { seq: Seq, order: OrderId, qty: Qty, leaves: Qty, price: Option<Price> },
+    OrderAmended {
+        seq: Seq,
+        order: OrderId,
+        qty: Qty,
+        leaves: Qty,
+        price: Option<Price>,
+    },
     /// Money moved in or out of the system.
-    Deposited { seq: Seq, account: AccountId, currency: Currency, amount: Money },
-    Withdrawn { seq: Seq, account: AccountId, currency: Currency, amount: Money },
+    Deposited {
+        seq: Seq,
+        account: AccountId,
+        currency: Currency,
+        amount: Money,
+    },
+    Withdrawn {
+        seq: Seq,
+        account: AccountId,
+        currency: Currency,
+        amount: Money,
+    },
     /// A realised PnL settled into the wallet when a position was reduced.
-    Realised { seq: Seq, account: AccountId, market: MarketId, amount: Money },
-    LeverageChanged { seq: Seq, account: AccountId, market: MarketId, leverage: Leverage },
-    MarkChanged { seq: Seq, market: MarketId, price: Price },
-    IndexChanged { seq: Seq, market: MarketId, price: Price },
+    Realised {
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        amount: Money,
+    },
+    LeverageChanged {
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        leverage: Leverage,
+    },
+    MarkChanged {
+        seq: Seq,
+        market: MarketId,
+        price: Price,
+    },
+    IndexChanged {
+        seq: Seq,
+        market: MarketId,
+        price: Price,
+    },
     /// The audit failed; the engine accepts no more writes.
-    Halted { seq: Seq, currency: Currency, discrepancy: Money },
+    Halted {
+        seq: Seq,
+        currency: Currency,
+        discrepancy: Money,
+    },
 }

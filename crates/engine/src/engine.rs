@@ -1,0 +1,1319 @@
+use std::collections::BTreeSet;
+
+use amdahl_book::{Book, BookConfig, Match, RestingOrder, Taker};
+use amdahl_ledger::{Entry, Ledger};
+use amdahl_risk::{Instrument, Position};
+use amdahl_types::{
+    AccountId, AmendOrder, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId,
+    Money, NewOrder, OrdType, OrderId, Price, Qty, Rate, RejectReason, Seq, Sequenced, Side,
+    TimeInForce, Timestamp, TriggerRef,
+};
+
+use crate::audit::HaltEvidence;
+use crate::config::EngineConfig;
+use crate::margin::{AccountMarket, committed};
+use crate::orders::{NIL, OrderRecord, Orders, Working};
+use crate::sink::EventSink;
+
+/// Which way the trigger price must move to fire a conditional order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Direction {
+    /// Fires when the reference price is at or above `stop_px` (buy Stop, sell IfTouched).
+    Rising,
+    /// Fires when the reference price is at or below `stop_px` (sell Stop, buy IfTouched).
+    Falling,
+}
+
+fn direction(side: Side, placed: OrdType) -> Direction {
+    let stop = matches!(placed, OrdType::Stop | OrdType::StopLimit);
+    match (side, stop) {
+        (Side::Buy, true) | (Side::Sell, false) => Direction::Rising,
+        (Side::Sell, true) | (Side::Buy, false) => Direction::Falling,
+    }
+}
+
+/// Untriggered orders of one market, per reference price, ordered by (stop_px, id).
+#[derive(Default)]
+pub(crate) struct Triggers {
+    pub rising: [BTreeSet<(i64, u64)>; 3],
+    pub falling: [BTreeSet<(i64, u64)>; 3],
+}
+
+pub(crate) struct Market {
+    pub inst: Instrument,
+    pub mark: Price,
+    pub index: Option<Price>,
+    pub last: Option<Price>,
+    pub triggers: Triggers,
+}
+
+impl Market {
+    fn reference(&self, r: TriggerRef) -> Option<Price> {
+        match r {
+            TriggerRef::MarkPrice => Some(self.mark),
+            TriggerRef::LastPrice => self.last,
+            TriggerRef::IndexPrice => self.index,
+        }
+    }
+}
+
+/// The serial engine. See the crate docs for its invariants.
+pub struct Engine {
+    pub(crate) markets: Vec<Market>,
+    pub(crate) books: Vec<Book>,
+    pub(crate) orders: Orders,
+    /// Indexed by `account × markets + market`.
+    pub(crate) positions: Vec<Position>,
+    pub(crate) accounts: Vec<AccountMarket>,
+    pub(crate) ledger: Ledger,
+    pub(crate) next_order: u64,
+    pub(crate) day: Option<i64>,
+    pub(crate) halt: Option<HaltEvidence>,
+    pub(crate) groups: u64,
+    pub(crate) full_audit_due: bool,
+    pub(crate) max_open_orders: u32,
+    pub(crate) max_stop_orders: u32,
+    pub(crate) full_audit_every: u64,
+    /// Accounts whose position changed during one match and hold ReduceOnly orders.
+    touched: Vec<AccountId>,
+}
+
+impl Engine {
+    pub fn new(config: &EngineConfig) -> Engine {
+        config.validate().expect("invalid engine config");
+        let n_markets = config.markets.len();
+        let mut ledger = Ledger::new(config.accounts);
+        for c in Currency::ALL {
+            let amount = config.insurance_fund[c.index()];
+            if amount > 0 {
+                ledger.fund_insurance(c, amount).expect("positive");
+            }
+        }
+        Engine {
+            markets: config
+                .markets
+                .iter()
+                .map(|m| Market {
+                    inst: m.instrument.clone(),
+                    mark: m.mark,
+                    index: None,
+                    last: None,
+                    triggers: Triggers::default(),
+                })
+                .collect(),
+            books: config
+                .markets
+                .iter()
+                .map(|m| {
+                    Book::new(BookConfig {
+                        max_orders: m.max_resting,
+                        max_price: m.instrument.max_price,
+                    })
+                })
+                .collect(),
+            orders: Orders::new(config.max_orders),
+            positions: vec![Position::default(); config.accounts as usize * n_markets],
+            accounts: vec![AccountMarket::default(); config.accounts as usize * n_markets],
+            ledger,
+            next_order: 1,
+            day: None,
+            halt: None,
+            groups: 0,
+            full_audit_due: false,
+            max_open_orders: config.max_open_orders,
+            max_stop_orders: config.max_stop_orders,
+            full_audit_every: config.full_audit_every,
+            touched: Vec::with_capacity(1 << 16),
+        }
+    }
+
+    // ---- read access (for the gateway's mirror, tests and audits) ----
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+    pub fn book(&self, market: MarketId) -> &Book {
+        &self.books[market.0 as usize]
+    }
+    pub fn instrument(&self, market: MarketId) -> &Instrument {
+        &self.markets[market.0 as usize].inst
+    }
+    pub fn mark(&self, market: MarketId) -> Price {
+        self.markets[market.0 as usize].mark
+    }
+    pub fn last_price(&self, market: MarketId) -> Option<Price> {
+        self.markets[market.0 as usize].last
+    }
+    pub fn markets(&self) -> usize {
+        self.markets.len()
+    }
+    pub fn accounts(&self) -> u32 {
+        self.ledger.accounts()
+    }
+    pub fn position(&self, account: AccountId, market: MarketId) -> Position {
+        self.positions[self.pm(account, market)]
+    }
+    pub fn order(&self, id: OrderId) -> Option<&OrderRecord> {
+        self.orders.slot_of(id).map(|s| self.orders.get(s))
+    }
+    pub fn open_orders(&self) -> usize {
+        self.orders.len()
+    }
+    pub fn is_halted(&self) -> bool {
+        self.halt.is_some()
+    }
+    pub fn halt_evidence(&self) -> Option<&HaltEvidence> {
+        self.halt.as_ref()
+    }
+
+    /// The balance an account can still commit in `currency`: wallet − position margins −
+    /// order holds − cross-margin unrealised losses.
+    pub fn available(&self, account: AccountId, currency: Currency) -> Money {
+        let mut avail = self.ledger.wallet(account, currency) as i128;
+        for (m, market) in self.markets.iter().enumerate() {
+            if market.inst.settle != currency {
+                continue;
+            }
+            let i = account.0 as usize * self.markets.len() + m;
+            avail -= committed(&self.accounts[i], &self.positions[i], &market.inst, market.mark);
+        }
+        Money::try_from(avail).expect("available fits i64")
+    }
+
+    /// The order-margin hold of an account in a market.
+    pub fn order_hold(&self, account: AccountId, market: MarketId) -> Money {
+        let i = self.pm(account, market);
+        self.accounts[i].hold(&self.positions[i], &self.markets[market.0 as usize].inst)
+    }
+
+    #[inline]
+    pub(crate) fn pm(&self, account: AccountId, market: MarketId) -> usize {
+        account.0 as usize * self.markets.len() + market.0 as usize
+    }
+
+    // ---- the command loop ----
+
+    /// Apply one sequenced command, emitting its events.
+    pub fn apply<S: EventSink>(&mut self, cmd: &Sequenced, sink: &mut S) {
+        let seq = cmd.seq;
+        if let Some(account) = cmd.command.account()
+            && self.halt.is_some()
+        {
+            let client_tag = match cmd.command {
+                Command::Place(o) => o.client_tag,
+                _ => 0,
+            };
+            sink.emit(Event::Rejected {
+                seq,
+                account,
+                reason: RejectReason::EngineHalted,
+                client_tag,
+            });
+            return;
+        }
+        if self.halt.is_some() {
+            return;
+        }
+        self.roll_day(cmd.time, seq, sink);
+        match cmd.command {
+            Command::Deposit { account, currency, amount } => {
+                self.deposit(seq, account, currency, amount, sink)
+            }
+            Command::Withdraw { account, currency, amount } => {
+                self.withdraw(seq, account, currency, amount, sink)
+            }
+            Command::Place(order) => self.place(seq, order, sink),
+            Command::Amend(amend) => self.amend(seq, amend, sink),
+            Command::Cancel { account, order } => self.cancel(seq, account, order, sink),
+            Command::CancelAll { account, market } => self.cancel_all(seq, account, market, sink),
+            Command::SetLeverage { account, market, leverage } => {
+                self.set_leverage(seq, account, market, leverage, sink)
+            }
+            Command::Mark { market, price } => self.set_mark(seq, market, price, sink),
+            Command::Index { market, price } => self.set_index(seq, market, price, sink),
+        }
+    }
+
+    /// Close the current group: run the audit (and the full recomputation when due).
+    /// Returns false, having halted the engine, if the audit failed.
+    pub fn end_group<S: EventSink>(&mut self, last_seq: Seq, sink: &mut S) -> bool {
+        if self.halt.is_some() {
+            return false;
+        }
+        self.groups += 1;
+        let periodic = self.full_audit_every != 0 && self.groups % self.full_audit_every == 0;
+        let result = if self.full_audit_due || periodic {
+            self.full_audit_due = false;
+            self.audit_full()
+        } else {
+            self.ledger.audit().map_err(crate::audit::AuditError::Ledger)
+        };
+        match result {
+            Ok(()) => true,
+            Err(error) => {
+                let (currency, discrepancy) = error.summary();
+                sink.emit(Event::Halted { seq: last_seq, currency, discrepancy });
+                self.halt = Some(HaltEvidence { seq: last_seq, error, groups: self.groups });
+                false
+            }
+        }
+    }
+
+    fn reject<S: EventSink>(
+        &self,
+        seq: Seq,
+        account: AccountId,
+        reason: RejectReason,
+        tag: u64,
+        sink: &mut S,
+    ) {
+        sink.emit(Event::Rejected { seq, account, reason, client_tag: tag });
+    }
+
+    fn known_account(&self, account: AccountId) -> bool {
+        account.0 < self.ledger.accounts()
+    }
+
+    fn known_market(&self, market: MarketId) -> bool {
+        (market.0 as usize) < self.markets.len()
+    }
+
+    // ---- money in and out ----
+
+    fn deposit<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        currency: Currency,
+        amount: Money,
+        sink: &mut S,
+    ) {
+        if !self.known_account(account) {
+            return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
+        }
+        if amount <= 0 {
+            return self.reject(seq, account, RejectReason::AmountNotPositive, 0, sink);
+        }
+        self.ledger.deposit(account, currency, amount).expect("validated");
+        sink.emit(Event::Deposited { seq, account, currency, amount });
+    }
+
+    fn withdraw<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        currency: Currency,
+        amount: Money,
+        sink: &mut S,
+    ) {
+        if !self.known_account(account) {
+            return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
+        }
+        if amount <= 0 {
+            return self.reject(seq, account, RejectReason::AmountNotPositive, 0, sink);
+        }
+        if self.available(account, currency) < amount {
+            return self.reject(seq, account, RejectReason::InsufficientAvailableBalance, 0, sink);
+        }
+        self.ledger.withdraw(account, currency, amount).expect("available covers it");
+        sink.emit(Event::Withdrawn { seq, account, currency, amount });
+    }
+
+    // ---- placing orders ----
+
+    /// Every check a new order must pass; returns the (possibly resolved) order.
+    fn validate_new(&self, mut o: NewOrder) -> Result<NewOrder, RejectReason> {
+        if !self.known_account(o.account) {
+            return Err(RejectReason::UnknownAccount);
+        }
+        if !self.known_market(o.market) {
+            return Err(RejectReason::UnknownMarket);
+        }
+        if o.exec_inst.contains(ExecInst::ALL_OR_NONE) {
+            return Err(RejectReason::AllOrNoneRemoved);
+        }
+        let market = &self.markets[o.market.0 as usize];
+        let inst = &market.inst;
+        match (o.ord_type.has_limit_price(), o.price) {
+            (true, None) => return Err(RejectReason::MissingPrice),
+            (false, Some(_)) => return Err(RejectReason::UnexpectedPrice),
+            _ => {}
+        }
+        match (o.ord_type.is_conditional(), o.stop_px) {
+            (true, None) => return Err(RejectReason::MissingStopPx),
+            (false, Some(_)) => return Err(RejectReason::UnexpectedPrice),
+            _ => {}
+        }
+        for p in [o.price, o.stop_px].into_iter().flatten() {
+            if p.0 <= 0 {
+                return Err(RejectReason::PriceNotPositive);
+            }
+            if p > inst.max_price {
+                return Err(RejectReason::PriceTooLarge);
+            }
+        }
+        if let Some(p) = o.price
+            && !inst.within_band(p, market.mark)
+        {
+            return Err(RejectReason::PriceOutsideBand);
+        }
+        let close = o.exec_inst.contains(ExecInst::CLOSE);
+        if o.qty.0 < 0 || (o.qty.0 == 0 && !close) {
+            return Err(RejectReason::QtyNotPositive);
+        }
+        if o.qty.0 % inst.lot.0 != 0 {
+            return Err(RejectReason::QtyNotMultipleOfLot);
+        }
+        if o.qty > inst.max_order_qty {
+            return Err(RejectReason::QtyTooLarge);
+        }
+        if let Some(d) = o.display_qty
+            && (d.0 < 0 || d > o.qty || d.0 % inst.lot.0 != 0 || !o.ord_type.has_limit_price())
+        {
+            return Err(RejectReason::InvalidDisplayQty);
+        }
+        let am = &self.accounts[self.pm(o.account, o.market)];
+        if am.open_orders >= self.max_open_orders {
+            return Err(RejectReason::TooManyOpenOrders);
+        }
+        if o.ord_type.is_conditional() && am.stop_orders >= self.max_stop_orders {
+            return Err(RejectReason::TooManyStopOrders);
+        }
+        if o.exec_inst.is_reduce_only() && !o.ord_type.is_conditional() {
+            let reducible = self.reducible(o.account, o.market, o.side);
+            if close && o.qty.0 == 0 {
+                let pos = self.positions[self.pm(o.account, o.market)].qty;
+                if pos == 0 {
+                    return Err(RejectReason::NoPositionToClose);
+                }
+                // Close without a quantity: the whole position, on the closing side.
+                o.side = if pos > 0 { Side::Sell } else { Side::Buy };
+                o.qty = Qty(self.reducible(o.account, o.market, o.side));
+                if o.qty.0 == 0 {
+                    return Err(RejectReason::ReduceOnlyWouldIncrease);
+                }
+            } else if reducible <= 0 {
+                return Err(RejectReason::ReduceOnlyWouldIncrease);
+            } else {
+                o.qty = o.qty.min(Qty(reducible));
+            }
+        }
+        if o.exec_inst.is_post_only()
+            && !o.ord_type.is_conditional()
+            && let Some(p) = o.price
+            && self.books[o.market.0 as usize].would_cross(o.side, p)
+        {
+            return Err(RejectReason::PostOnlyWouldCross);
+        }
+        if !o.exec_inst.is_reduce_only() && !o.ord_type.is_conditional() {
+            let price = o.price.unwrap_or_else(|| self.protection_price(o.market, o.side));
+            let v = inst.value(o.qty, price).abs();
+            if !self.margin_allows(o.account, o.market, o.side, o.qty.0, v) {
+                return Err(RejectReason::InsufficientAvailableBalance);
+            }
+        }
+        if self.orders.is_full() {
+            return Err(RejectReason::CapacityExhausted);
+        }
+        Ok(o)
+    }
+
+    /// How many contracts an order on `side` can still reduce: the opposite position less
+    /// the leaves of ReduceOnly orders already working on that side.
+    fn reducible(&self, account: AccountId, market: MarketId, side: Side) -> i64 {
+        let i = self.pm(account, market);
+        let pos = self.positions[i].qty;
+        let closable = match side {
+            Side::Buy => (-pos).max(0),
+            Side::Sell => pos.max(0),
+        };
+        let mut working = 0;
+        let mut s = self.accounts[i].head;
+        while s != NIL {
+            let r = self.orders.get(s);
+            if r.side == side && r.is_reduce_only() && !matches!(r.working, Working::Untriggered) {
+                working += r.leaves.0;
+            }
+            s = self.orders.next_in_list(s);
+        }
+        closable - working
+    }
+
+    /// Would adding an order of `qty` contracts worth `abs_value` keep the account's
+    /// available balance non-negative? Orders that do not raise the hold always pass.
+    fn margin_allows(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        side: Side,
+        qty: i64,
+        abs_value: Money,
+    ) -> bool {
+        let i = self.pm(account, market);
+        let inst = &self.markets[market.0 as usize].inst;
+        let before = self.accounts[i].hold(&self.positions[i], inst);
+        let mut am = self.accounts[i];
+        am.add(side, qty, abs_value);
+        let after = am.hold(&self.positions[i], inst);
+        after <= before || (after - before) as i128 <= self.available(account, inst.settle) as i128
+    }
+
+    /// The worst price a Market order may trade at: the edge of the band around the mark
+    /// (BitMEX stops a Market order before it walks the book without limit).
+    fn protection_price(&self, market: MarketId, side: Side) -> Price {
+        let m = &self.markets[market.0 as usize];
+        let mark = m.mark.0 as i128;
+        let band = m.inst.price_band.0 as i128;
+        let scale = Rate::SCALE as i128;
+        let p = match side {
+            Side::Buy => (mark * (scale + band)) / scale,
+            Side::Sell => (mark * (scale - band) + scale - 1) / scale,
+        };
+        Price((p as i64).clamp(1, m.inst.max_price.0))
+    }
+
+    fn place<S: EventSink>(&mut self, seq: Seq, order: NewOrder, sink: &mut S) {
+        let o = match self.validate_new(order) {
+            Ok(o) => o,
+            Err(reason) => return self.reject(seq, order.account, reason, order.client_tag, sink),
+        };
+        let id = OrderId(self.next_order);
+        self.next_order += 1;
+        let conditional = o.ord_type.is_conditional();
+        let record = OrderRecord {
+            id,
+            account: o.account,
+            market: o.market,
+            side: o.side,
+            ord_type: o.ord_type,
+            placed_type: o.ord_type,
+            time_in_force: o.time_in_force,
+            exec_inst: o.exec_inst,
+            qty: o.qty,
+            leaves: o.qty,
+            cum: Qty(0),
+            price: o.price,
+            stop_px: o.stop_px,
+            display: o.display_qty,
+            client_tag: o.client_tag,
+            working: if conditional { Working::Untriggered } else { Working::Pending },
+            held_value: 0,
+            prev: NIL,
+            next: NIL,
+        };
+        let slot = self.add_record(record);
+        sink.emit(Event::OrderAccepted {
+            seq,
+            order: id,
+            account: o.account,
+            market: o.market,
+            side: o.side,
+            ord_type: o.ord_type,
+            qty: o.qty,
+            price: o.price,
+            client_tag: o.client_tag,
+        });
+        if conditional {
+            self.index_trigger(slot);
+        } else {
+            self.execute(seq, slot, sink);
+        }
+        self.fire_triggers(seq, o.market, sink);
+    }
+
+    fn add_record(&mut self, record: OrderRecord) -> u32 {
+        let slot = self.orders.insert(record).expect("capacity checked before acceptance");
+        let i = self.pm(record.account, record.market);
+        let mut head = self.accounts[i].head;
+        self.orders.link(&mut head, slot);
+        let am = &mut self.accounts[i];
+        am.head = head;
+        am.open_orders += 1;
+        if record.is_reduce_only() {
+            am.reduce_only += 1;
+        }
+        if matches!(record.working, Working::Untriggered) {
+            am.stop_orders += 1;
+        }
+        slot
+    }
+
+    fn drop_record(&mut self, slot: u32) -> OrderRecord {
+        self.unhold(slot);
+        let r = *self.orders.get(slot);
+        let i = self.pm(r.account, r.market);
+        let mut head = self.accounts[i].head;
+        self.orders.unlink(&mut head, slot);
+        let am = &mut self.accounts[i];
+        am.head = head;
+        am.open_orders -= 1;
+        if r.is_reduce_only() {
+            am.reduce_only -= 1;
+        }
+        if matches!(r.working, Working::Untriggered) {
+            am.stop_orders -= 1;
+        }
+        self.orders.remove(slot)
+    }
+
+    /// Count a resting order's leaves in its account's order-margin aggregates.
+    fn hold(&mut self, slot: u32) {
+        let r = *self.orders.get(slot);
+        if r.is_reduce_only() || r.held_value != 0 || r.leaves.0 == 0 {
+            return;
+        }
+        let price = r.price.expect("a resting order has a limit price");
+        let v = self.markets[r.market.0 as usize].inst.value(r.leaves, price).abs();
+        let i = self.pm(r.account, r.market);
+        self.accounts[i].add(r.side, r.leaves.0, v);
+        self.orders.get_mut(slot).held_value = v.max(1);
+        // `held_value` doubles as the "is counted" flag; a zero-value order cannot exist
+        // (prices and quantities are positive), so max(1) only guards the flag.
+        debug_assert!(v > 0);
+    }
+
+    fn unhold(&mut self, slot: u32) {
+        let r = *self.orders.get(slot);
+        if r.held_value == 0 {
+            return;
+        }
+        let i = self.pm(r.account, r.market);
+        self.accounts[i].sub(r.side, r.leaves.0, r.held_value);
+        self.orders.get_mut(slot).held_value = 0;
+    }
+
+    /// Run an accepted (or triggered, or re-priced) order: match it, then rest, cancel or
+    /// finish it according to its type and time in force.
+    fn execute<S: EventSink>(&mut self, seq: Seq, slot: u32, sink: &mut S) {
+        let r = *self.orders.get(slot);
+        let m = r.market.0 as usize;
+        if r.exec_inst.is_post_only()
+            && let Some(p) = r.price
+            && self.books[m].would_cross(r.side, p)
+        {
+            return self.cancel_slot(seq, slot, CancelReason::PostOnlyWouldCross, sink);
+        }
+        let limit = match r.ord_type {
+            OrdType::Market => Some(self.protection_price(r.market, r.side)),
+            _ => r.price,
+        };
+        if r.time_in_force == TimeInForce::FillOrKill
+            && self.books[m].fillable(r.side, limit, r.account, r.leaves) < r.leaves
+        {
+            return self.cancel_slot(seq, slot, CancelReason::FillOrKill, sink);
+        }
+        let left = self.take(seq, slot, limit, sink);
+        {
+            let rec = self.orders.get_mut(slot);
+            rec.leaves = left;
+            rec.cum = rec.qty - left;
+        }
+        self.trim_touched(seq, r.market, sink);
+        if left.0 == 0 {
+            self.drop_record(slot);
+            return;
+        }
+        let immediate = r.ord_type == OrdType::Market
+            || matches!(r.time_in_force, TimeInForce::ImmediateOrCancel | TimeInForce::FillOrKill);
+        if immediate {
+            let reason = if r.ord_type == OrdType::Market
+                && r.time_in_force != TimeInForce::ImmediateOrCancel
+            {
+                CancelReason::PriceProtection
+            } else {
+                CancelReason::ImmediateOrCancel
+            };
+            return self.cancel_slot(seq, slot, reason, sink);
+        }
+        if r.is_reduce_only() && self.reducible_excluding(slot) < 0 {
+            // The position it was meant to reduce is gone (it traded against itself).
+            return self.cancel_slot(seq, slot, CancelReason::ReduceOnly, sink);
+        }
+        let resting = RestingOrder {
+            id: r.id,
+            account: r.account,
+            side: r.side,
+            price: r.price.expect("a non-Market order has a limit price"),
+            leaves: left,
+            display: r.display,
+        };
+        match self.books[m].rest(resting) {
+            Ok(handle) => {
+                self.orders.get_mut(slot).working = Working::Resting(handle);
+                self.hold(slot);
+            }
+            Err(_) => self.cancel_slot(seq, slot, CancelReason::ImmediateOrCancel, sink),
+        }
+    }
+
+    /// `reducible` for the order in `slot`, not counting itself.
+    fn reducible_excluding(&self, slot: u32) -> i64 {
+        let r = self.orders.get(slot);
+        self.reducible(r.account, r.market, r.side) + r.leaves.0
+            - if matches!(r.working, Working::Untriggered) { 0 } else { r.leaves.0 }
+            - r.leaves.0
+            + r.leaves.0
+    }
+
+    /// Match the order in `slot` against the book; settles every fill. Returns leaves.
+    fn take<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        slot: u32,
+        limit: Option<Price>,
+        sink: &mut S,
+    ) -> Qty {
+        let r = *self.orders.get(slot);
+        let m = r.market.0 as usize;
+        let n_markets = self.markets.len();
+        let taker = Taker { id: r.id, account: r.account, side: r.side, limit, qty: r.leaves };
+        let Engine { markets, books, orders, positions, accounts, ledger, touched, halt, .. } =
+            self;
+        let market = &mut markets[m];
+        let mut ctx = Settlement {
+            seq,
+            market: r.market,
+            inst: &market.inst,
+            last: &mut market.last,
+            orders,
+            positions,
+            accounts,
+            ledger,
+            touched,
+            n_markets,
+            taker: r,
+            taker_left: r.leaves,
+            failure: None,
+        };
+        let left = books[m].take(taker, |mt| ctx.on_match(mt, sink));
+        if let Some(error) = ctx.failure {
+            *halt = Some(HaltEvidence { seq, error, groups: 0 });
+            sink.emit(Event::Halted { seq, currency: market.inst.settle, discrepancy: 0 });
+        }
+        left
+    }
+
+    /// ReduceOnly orders must never exceed the position they reduce: after a match, trim
+    /// (least aggressive first) or cancel them for every account whose position changed.
+    fn trim_touched<S: EventSink>(&mut self, seq: Seq, market: MarketId, sink: &mut S) {
+        while let Some(account) = self.touched.pop() {
+            for side in [Side::Buy, Side::Sell] {
+                loop {
+                    let excess = -self.reducible(account, market, side);
+                    if excess <= 0 {
+                        break;
+                    }
+                    let Some(slot) = self.least_aggressive_reduce_only(account, market, side)
+                    else {
+                        break;
+                    };
+                    let r = *self.orders.get(slot);
+                    if r.leaves.0 <= excess {
+                        self.cancel_slot(seq, slot, CancelReason::ReduceOnly, sink);
+                    } else {
+                        let new_leaves = Qty(r.leaves.0 - excess);
+                        if let Working::Resting(h) = r.working {
+                            self.books[market.0 as usize].reduce(h, new_leaves);
+                        }
+                        let rec = self.orders.get_mut(slot);
+                        rec.leaves = new_leaves;
+                        rec.qty = rec.cum + new_leaves;
+                        let (qty, price) = (rec.qty, rec.price);
+                        sink.emit(Event::OrderAmended {
+                            seq,
+                            order: r.id,
+                            qty,
+                            leaves: new_leaves,
+                            price,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn least_aggressive_reduce_only(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        side: Side,
+    ) -> Option<u32> {
+        let mut best: Option<(u32, i64, u64)> = None;
+        let mut s = self.accounts[self.pm(account, market)].head;
+        while s != NIL {
+            let r = self.orders.get(s);
+            if r.side == side && r.is_reduce_only() && !matches!(r.working, Working::Untriggered) {
+                // Least aggressive: the highest sell, the lowest buy; ties: the newest.
+                let p = r.price.map_or(0, |p| p.0);
+                let key = if side == Side::Sell { p } else { -p };
+                if best.is_none_or(|(_, k, id)| key > k || (key == k && r.id.0 > id)) {
+                    best = Some((s, key, r.id.0));
+                }
+            }
+            s = self.orders.next_in_list(s);
+        }
+        best.map(|(s, _, _)| s)
+    }
+
+    /// Take an order out of wherever it works and report it cancelled.
+    fn cancel_slot<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        slot: u32,
+        reason: CancelReason,
+        sink: &mut S,
+    ) {
+        let r = *self.orders.get(slot);
+        match r.working {
+            Working::Resting(h) => {
+                self.unhold(slot);
+                self.books[r.market.0 as usize].cancel(h);
+            }
+            Working::Untriggered => self.unindex_trigger(slot),
+            Working::Pending => {}
+        }
+        sink.emit(Event::OrderCanceled {
+            seq,
+            order: r.id,
+            account: r.account,
+            reason,
+            leaves: r.leaves,
+        });
+        self.drop_record(slot);
+    }
+
+    // ---- conditional orders ----
+
+    fn trigger_key(r: &OrderRecord) -> (usize, Direction, (i64, u64)) {
+        let stop = r.stop_px.expect("a conditional order has a stop price");
+        (r.exec_inst.trigger() as usize, direction(r.side, r.placed_type), (stop.0, r.id.0))
+    }
+
+    fn index_trigger(&mut self, slot: u32) {
+        let r = *self.orders.get(slot);
+        let (t, dir, key) = Self::trigger_key(&r);
+        let triggers = &mut self.markets[r.market.0 as usize].triggers;
+        match dir {
+            Direction::Rising => triggers.rising[t].insert(key),
+            Direction::Falling => triggers.falling[t].insert(key),
+        };
+    }
+
+    fn unindex_trigger(&mut self, slot: u32) {
+        let r = *self.orders.get(slot);
+        let (t, dir, key) = Self::trigger_key(&r);
+        let triggers = &mut self.markets[r.market.0 as usize].triggers;
+        let removed = match dir {
+            Direction::Rising => triggers.rising[t].remove(&key),
+            Direction::Falling => triggers.falling[t].remove(&key),
+        };
+        debug_assert!(removed, "untriggered order missing from the trigger index");
+    }
+
+    /// The next conditional order whose trigger has been reached, if any: references in
+    /// the order Mark, Last, Index; rising before falling; within a set, the stop nearest
+    /// the side it was crossed from first, then the older order.
+    fn next_triggered(&self, market: MarketId) -> Option<OrderId> {
+        let m = &self.markets[market.0 as usize];
+        for r in [TriggerRef::MarkPrice, TriggerRef::LastPrice, TriggerRef::IndexPrice] {
+            let Some(p) = m.reference(r) else { continue };
+            if let Some(&(stop, id)) = m.triggers.rising[r as usize].first()
+                && stop <= p.0
+            {
+                return Some(OrderId(id));
+            }
+            if let Some(&(stop, id)) = m.triggers.falling[r as usize].last()
+                && stop >= p.0
+            {
+                return Some(OrderId(id));
+            }
+        }
+        None
+    }
+
+    /// Fire every reached trigger, one at a time, until none is left (a triggered order's
+    /// fills move the last price, which may reach more triggers).
+    fn fire_triggers<S: EventSink>(&mut self, seq: Seq, market: MarketId, sink: &mut S) {
+        while self.halt.is_none()
+            && let Some(id) = self.next_triggered(market)
+        {
+            let slot = self.orders.slot_of(id).expect("indexed orders are live");
+            self.unindex_trigger(slot);
+            let r = *self.orders.get(slot);
+            let now = r.ord_type.triggered();
+            {
+                let i = self.pm(r.account, r.market);
+                self.accounts[i].stop_orders -= 1;
+                let rec = self.orders.get_mut(slot);
+                rec.ord_type = now;
+                rec.working = Working::Pending;
+            }
+            sink.emit(Event::OrderTriggered { seq, order: id, ord_type: now });
+            if r.is_reduce_only() {
+                let reducible = self.reducible(r.account, r.market, r.side);
+                let want = if r.qty.0 == 0 { reducible } else { r.leaves.0.min(reducible) };
+                if want <= 0 {
+                    self.cancel_slot(seq, slot, CancelReason::NothingToReduce, sink);
+                    continue;
+                }
+                let rec = self.orders.get_mut(slot);
+                rec.qty = Qty(want);
+                rec.leaves = Qty(want);
+            } else {
+                let price = r.price.unwrap_or_else(|| self.protection_price(r.market, r.side));
+                let v = self.markets[r.market.0 as usize].inst.value(r.leaves, price).abs();
+                if !self.margin_allows(r.account, r.market, r.side, r.leaves.0, v) {
+                    self.cancel_slot(seq, slot, CancelReason::InsufficientBalance, sink);
+                    continue;
+                }
+            }
+            self.execute(seq, slot, sink);
+        }
+    }
+
+    // ---- amend and cancel ----
+
+    fn owned_slot(&self, account: AccountId, order: OrderId) -> Result<u32, RejectReason> {
+        if !self.known_account(account) {
+            return Err(RejectReason::UnknownAccount);
+        }
+        let slot =
+            self.orders.slot_of(order).ok_or(if order.0 != 0 && order.0 < self.next_order {
+                RejectReason::OrderNotOpen
+            } else {
+                RejectReason::UnknownOrder
+            })?;
+        if self.orders.get(slot).account != account {
+            return Err(RejectReason::NotYourOrder);
+        }
+        Ok(slot)
+    }
+
+    fn amend<S: EventSink>(&mut self, seq: Seq, a: AmendOrder, sink: &mut S) {
+        match self.validate_amend(a) {
+            Ok((slot, qty, price, stop_px)) => {
+                self.apply_amend(seq, slot, qty, price, stop_px, sink)
+            }
+            Err(reason) => self.reject(seq, a.account, reason, 0, sink),
+        }
+    }
+
+    fn validate_amend(
+        &self,
+        a: AmendOrder,
+    ) -> Result<(u32, Qty, Option<Price>, Option<Price>), RejectReason> {
+        let slot = self.owned_slot(a.account, a.order)?;
+        let r = *self.orders.get(slot);
+        let market = &self.markets[r.market.0 as usize];
+        let inst = &market.inst;
+        let untriggered = matches!(r.working, Working::Untriggered);
+        if a.price.is_some() && !r.ord_type.has_limit_price() {
+            return Err(RejectReason::UnexpectedPrice);
+        }
+        if a.stop_px.is_some() && !untriggered {
+            return Err(RejectReason::UnexpectedPrice);
+        }
+        for p in [a.price, a.stop_px].into_iter().flatten() {
+            if p.0 <= 0 {
+                return Err(RejectReason::PriceNotPositive);
+            }
+            if p > inst.max_price {
+                return Err(RejectReason::PriceTooLarge);
+            }
+        }
+        if let Some(p) = a.price
+            && !inst.within_band(p, market.mark)
+        {
+            return Err(RejectReason::PriceOutsideBand);
+        }
+        let qty = a.qty.unwrap_or(r.qty);
+        if a.qty.is_some() {
+            if qty.0 <= 0 {
+                return Err(RejectReason::QtyNotPositive);
+            }
+            if qty.0 % inst.lot.0 != 0 {
+                return Err(RejectReason::QtyNotMultipleOfLot);
+            }
+            if qty > inst.max_order_qty {
+                return Err(RejectReason::QtyTooLarge);
+            }
+            if qty <= r.cum {
+                return Err(RejectReason::InvalidAmend);
+            }
+        }
+        let price = a.price.or(r.price);
+        let stop_px = a.stop_px.or(r.stop_px);
+        if qty == r.qty && price == r.price && stop_px == r.stop_px {
+            return Err(RejectReason::InvalidAmend);
+        }
+        if let Working::Resting(_) = r.working
+            && !r.is_reduce_only()
+        {
+            // Margin for the amended order, against the account without the old one.
+            let i = self.pm(r.account, r.market);
+            let mut am = self.accounts[i];
+            let before = am.hold(&self.positions[i], inst);
+            am.sub(r.side, r.leaves.0, r.held_value);
+            let leaves = qty - r.cum;
+            let v = inst.value(leaves, price.expect("resting has a price")).abs();
+            am.add(r.side, leaves.0, v);
+            let after = am.hold(&self.positions[i], inst);
+            if after > before && (after - before) > self.available(r.account, inst.settle) {
+                return Err(RejectReason::InsufficientAvailableBalance);
+            }
+        }
+        Ok((slot, qty, price, stop_px))
+    }
+
+    fn apply_amend<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        slot: u32,
+        qty: Qty,
+        price: Option<Price>,
+        stop_px: Option<Price>,
+        sink: &mut S,
+    ) {
+        let r = *self.orders.get(slot);
+        let leaves = qty - r.cum;
+        let amended = Event::OrderAmended { seq, order: r.id, qty, leaves, price };
+        match r.working {
+            Working::Untriggered => {
+                self.unindex_trigger(slot);
+                let rec = self.orders.get_mut(slot);
+                rec.qty = qty;
+                rec.leaves = leaves;
+                rec.price = price;
+                rec.stop_px = stop_px;
+                self.index_trigger(slot);
+                sink.emit(amended);
+                self.fire_triggers(seq, r.market, sink);
+            }
+            Working::Resting(h) => {
+                let m = r.market.0 as usize;
+                self.unhold(slot);
+                if price == r.price && leaves < r.leaves {
+                    // Quantity down keeps time priority.
+                    self.books[m].reduce(h, leaves);
+                    let rec = self.orders.get_mut(slot);
+                    rec.qty = qty;
+                    rec.leaves = leaves;
+                    self.hold(slot);
+                    sink.emit(amended);
+                } else {
+                    // A price change or quantity up loses priority: out of the book, and
+                    // back in through matching (an amended price may cross).
+                    self.books[m].cancel(h);
+                    let rec = self.orders.get_mut(slot);
+                    rec.qty = qty;
+                    rec.leaves = leaves;
+                    rec.price = price;
+                    rec.working = Working::Pending;
+                    sink.emit(amended);
+                    self.execute(seq, slot, sink);
+                    self.fire_triggers(seq, r.market, sink);
+                }
+            }
+            Working::Pending => unreachable!("no order is pending between commands"),
+        }
+    }
+
+    fn cancel<S: EventSink>(&mut self, seq: Seq, account: AccountId, order: OrderId, sink: &mut S) {
+        match self.owned_slot(account, order) {
+            Ok(slot) => self.cancel_slot(seq, slot, CancelReason::Requested, sink),
+            Err(reason) => self.reject(seq, account, reason, 0, sink),
+        }
+    }
+
+    fn cancel_all<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        market: Option<MarketId>,
+        sink: &mut S,
+    ) {
+        if !self.known_account(account) {
+            return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
+        }
+        if let Some(m) = market
+            && !self.known_market(m)
+        {
+            return self.reject(seq, account, RejectReason::UnknownMarket, 0, sink);
+        }
+        for m in 0..self.markets.len() {
+            let m = MarketId(m as u16);
+            if market.is_some_and(|x| x != m) {
+                continue;
+            }
+            // Oldest first, so the events read in placement order.
+            loop {
+                let mut s = self.accounts[self.pm(account, m)].head;
+                if s == NIL {
+                    break;
+                }
+                while self.orders.next_in_list(s) != NIL {
+                    s = self.orders.next_in_list(s);
+                }
+                self.cancel_slot(seq, s, CancelReason::Requested, sink);
+            }
+        }
+    }
+
+    // ---- leverage, marks, time ----
+
+    fn set_leverage<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        leverage: Leverage,
+        sink: &mut S,
+    ) {
+        if !self.known_account(account) {
+            return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
+        }
+        if !self.known_market(market) {
+            return self.reject(seq, account, RejectReason::UnknownMarket, 0, sink);
+        }
+        if leverage > Leverage::MAX {
+            return self.reject(seq, account, RejectReason::InvalidLeverage, 0, sink);
+        }
+        let i = self.pm(account, market);
+        let old = self.positions[i].leverage;
+        if old == leverage {
+            return self.reject(seq, account, RejectReason::InvalidLeverage, 0, sink);
+        }
+        let currency = self.markets[market.0 as usize].inst.settle;
+        let before = self.available(account, currency);
+        self.positions[i].leverage = leverage;
+        let after = self.available(account, currency);
+        if after < 0 && after < before {
+            self.positions[i].leverage = old;
+            return self.reject(seq, account, RejectReason::InsufficientAvailableBalance, 0, sink);
+        }
+        sink.emit(Event::LeverageChanged { seq, account, market, leverage });
+    }
+
+    fn valid_reference(&self, market: MarketId, price: Price) -> bool {
+        self.known_market(market)
+            && price.0 > 0
+            && price <= self.markets[market.0 as usize].inst.max_price
+    }
+
+    fn set_mark<S: EventSink>(&mut self, seq: Seq, market: MarketId, price: Price, sink: &mut S) {
+        if !self.valid_reference(market, price) {
+            let reason = if self.known_market(market) {
+                RejectReason::PriceTooLarge
+            } else {
+                RejectReason::UnknownMarket
+            };
+            return self.reject(seq, AccountId(u32::MAX), reason, 0, sink);
+        }
+        self.markets[market.0 as usize].mark = price;
+        // BitMEX audits the whole system on every mark change.
+        self.full_audit_due = true;
+        sink.emit(Event::MarkChanged { seq, market, price });
+        self.fire_triggers(seq, market, sink);
+    }
+
+    fn set_index<S: EventSink>(&mut self, seq: Seq, market: MarketId, price: Price, sink: &mut S) {
+        if !self.valid_reference(market, price) {
+            let reason = if self.known_market(market) {
+                RejectReason::PriceTooLarge
+            } else {
+                RejectReason::UnknownMarket
+            };
+            return self.reject(seq, AccountId(u32::MAX), reason, 0, sink);
+        }
+        self.markets[market.0 as usize].index = Some(price);
+        sink.emit(Event::IndexChanged { seq, market, price });
+        self.fire_triggers(seq, market, sink);
+    }
+
+    /// Day orders expire at the first command stamped in a later UTC day.
+    fn roll_day<S: EventSink>(&mut self, time: Timestamp, seq: Seq, sink: &mut S) {
+        let day = time.day();
+        match self.day {
+            Some(d) if day > d => {
+                self.day = Some(day);
+                let mut expired = Vec::new();
+                self.orders.for_each(|slot, r| {
+                    if r.time_in_force == TimeInForce::Day {
+                        expired.push((r.id, slot));
+                    }
+                });
+                expired.sort_unstable();
+                for (_, slot) in expired {
+                    self.cancel_slot(seq, slot, CancelReason::Expired, sink);
+                }
+            }
+            None => self.day = Some(day),
+            _ => {}
+        }
+    }
+}
+
+/// Everything one match needs, borrowed apart from the book being matched.
+struct Settlement<'a> {
+    seq: Seq,
+    market: MarketId,
+    inst: &'a Instrument,
+    last: &'a mut Option<Price>,
+    orders: &'a mut Orders,
+    positions: &'a mut [Position],
+    accounts: &'a mut [AccountMarket],
+    ledger: &'a mut Ledger,
+    touched: &'a mut Vec<AccountId>,
+    n_markets: usize,
+    taker: OrderRecord,
+    taker_left: Qty,
+    failure: Option<crate::audit::AuditError>,
+}
+
+impl Settlement<'_> {
+    fn pm(&self, account: AccountId) -> usize {
+        account.0 as usize * self.n_markets + self.market.0 as usize
+    }
+
+    fn on_match<S: EventSink>(&mut self, mt: Match, sink: &mut S) {
+        match mt {
+            Match::Fill { maker, maker_account, price, qty, maker_leaves, .. } => {
+                self.fill(maker, maker_account, price, qty, maker_leaves, sink)
+            }
+            Match::SelfTradeCancel { maker, maker_account, leaves, .. } => {
+                let slot = self.orders.slot_of(maker).expect("resting orders have records");
+                self.forget_maker(slot);
+                let seq = self.seq;
+                let reason = CancelReason::SelfTrade;
+                sink.emit(Event::OrderCanceled {
+                    seq,
+                    order: maker,
+                    account: maker_account,
+                    reason,
+                    leaves,
+                });
+            }
+        }
+    }
+
+    /// A maker left the book: drop its record and its margin hold.
+    fn forget_maker(&mut self, slot: u32) {
+        let r = *self.orders.get(slot);
+        let i = self.pm(r.account);
+        let am = &mut self.accounts[i];
+        if r.held_value != 0 {
+            am.sub(r.side, r.leaves.0, r.held_value);
+        }
+        let mut head = am.head;
+        self.orders.unlink(&mut head, slot);
+        let am = &mut self.accounts[i];
+        am.head = head;
+        am.open_orders -= 1;
+        if r.is_reduce_only() {
+            am.reduce_only -= 1;
+        }
+        self.orders.remove(slot);
+    }
+
+    fn fill<S: EventSink>(
+        &mut self,
+        maker: OrderId,
+        maker_account: AccountId,
+        price: Price,
+        qty: Qty,
+        maker_leaves: Qty,
+        sink: &mut S,
+    ) {
+        let inst = self.inst;
+        let currency = inst.settle;
+        let taker_side = self.taker.side;
+        let (buyer, seller) = match taker_side {
+            Side::Buy => (self.taker.account, maker_account),
+            Side::Sell => (maker_account, self.taker.account),
+        };
+        // The fill's value is computed once; the buyer's cost moves by +value, the
+        // seller's by −value, and whatever leaves a cost enters that account's wallet.
+        let value = inst.value(qty, price);
+        let (bi, si) = (self.pm(buyer), self.pm(seller));
+        let realised_buyer = self.positions[bi].apply_fill(Side::Buy, qty, value);
+        let realised_seller = self.positions[si].apply_fill(Side::Sell, qty, value);
+        self.ledger.post_trade_cost(currency, value, -value);
+        for (account, realised) in [(buyer, realised_buyer), (seller, realised_seller)] {
+            if realised != 0 {
+                if let Err(e) = self.ledger.realise(account, currency, realised) {
+                    self.failure = Some(crate::audit::AuditError::Settlement(e));
+                }
+                let (seq, market) = (self.seq, self.market);
+                sink.emit(Event::Realised { seq, account, market, amount: realised });
+            }
+        }
+        // Fees: the taker pays first, so the fee account can always fund the maker's
+        // rebate (config guarantees taker fee ≥ |maker fee|).
+        let taker_fee = self.charge(self.taker.account, inst.fee(value, inst.taker_fee));
+        let maker_fee = self.charge(maker_account, inst.fee(value, inst.maker_fee));
+        // The maker's record.
+        let slot = self.orders.slot_of(maker).expect("resting orders have records");
+        let r = *self.orders.get(slot);
+        if maker_leaves.0 == 0 {
+            self.forget_maker(slot);
+        } else {
+            let i = self.pm(r.account);
+            let v = if r.held_value != 0 {
+                let v = inst.value(maker_leaves, r.price.expect("resting")).abs();
+                self.accounts[i].sub(r.side, r.leaves.0, r.held_value);
+                self.accounts[i].add(r.side, maker_leaves.0, v);
+                v
+            } else {
+                0
+            };
+            let rec = self.orders.get_mut(slot);
+            rec.leaves = maker_leaves;
+            rec.cum += qty;
+            rec.held_value = v;
+        }
+        self.taker_left -= qty;
+        *self.last = Some(price);
+        for account in [buyer, seller] {
+            if self.accounts[self.pm(account)].reduce_only != 0 && !self.touched.contains(&account)
+            {
+                self.touched.push(account);
+            }
+        }
+        if !self.touched.contains(&self.taker.account) {
+            self.touched.push(self.taker.account);
+        }
+        sink.emit(Event::Fill {
+            seq: self.seq,
+            market: self.market,
+            maker_order: maker,
+            taker_order: self.taker.id,
+            maker_account,
+            taker_account: self.taker.account,
+            taker_side,
+            price,
+            qty,
+            value,
+            maker_fee,
+            taker_fee,
+            maker_leaves,
+            taker_leaves: self.taker_left,
+        });
+    }
+
+    /// Move a fee between the account and the fee account; returns what actually moved.
+    /// A wallet emptied by a bankrupt close pays what is left (the insurance fund already
+    /// covered the loss), so no balance goes negative.
+    fn charge(&mut self, account: AccountId, fee: Money) -> Money {
+        let c = self.inst.settle;
+        let (from, to, want) = if fee >= 0 {
+            (Entry::Wallet(account), Entry::Fees, fee)
+        } else {
+            (Entry::Fees, Entry::Wallet(account), -fee)
+        };
+        let amount = want.min(self.ledger.balance(from, c));
+        if amount > 0 {
+            self.ledger.transfer(c, from, to, amount).expect("amount is within the balance");
+        }
+        if fee >= 0 { amount } else { -amount }
+    }
+}

@@ -1,0 +1,96 @@
+//! Order-margin holds and the available balance.
+//!
+//! A hold is a reservation, not a movement of money: the wallet keeps the money and the
+//! available balance excludes it. BitMEX's rules (API.md §9): reducing orders are free,
+//! and only the net of bids versus offers is charged — so per (account, market) the hold
+//! is the larger of the buy side's and the sell side's margin, each counting only the
+//! quantity beyond what would close the current position.
+
+use amdahl_risk::{Instrument, Position};
+use amdahl_types::{Leverage, Money, Side};
+
+use crate::orders::NIL;
+
+/// One account's order aggregates in one market. Kept incrementally; the full audit
+/// recomputes them from the order records.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct AccountMarket {
+    /// Σ leaves and Σ |value| of margin-holding orders, per side.
+    pub qty: [i64; 2],
+    pub value: [i128; 2],
+    /// Working orders (resting + untriggered), untriggered ones, ReduceOnly ones.
+    pub open_orders: u32,
+    pub stop_orders: u32,
+    pub reduce_only: u32,
+    /// Head of the intrusive list of this account's orders in this market.
+    pub head: u32,
+}
+
+impl Default for AccountMarket {
+    fn default() -> Self {
+        AccountMarket {
+            qty: [0; 2],
+            value: [0; 2],
+            open_orders: 0,
+            stop_orders: 0,
+            reduce_only: 0,
+            head: NIL,
+        }
+    }
+}
+
+impl AccountMarket {
+    pub fn add(&mut self, side: Side, qty: i64, abs_value: Money) {
+        self.qty[side.index()] += qty;
+        self.value[side.index()] += abs_value as i128;
+    }
+
+    pub fn sub(&mut self, side: Side, qty: i64, abs_value: Money) {
+        self.qty[side.index()] -= qty;
+        self.value[side.index()] -= abs_value as i128;
+        debug_assert!(self.qty[side.index()] >= 0 && self.value[side.index()] >= 0);
+    }
+
+    /// The order-margin hold given the current position.
+    pub fn hold(&self, position: &Position, inst: &Instrument) -> Money {
+        let closable = [(-position.qty).max(0), position.qty.max(0)];
+        let mut worst = 0;
+        for side in [Side::Buy, Side::Sell] {
+            let s = side.index();
+            let qty = self.qty[s];
+            if qty == 0 {
+                continue;
+            }
+            let opening = (qty - closable[s]).max(0);
+            if opening == 0 {
+                continue;
+            }
+            // The opening share of the side's value, rounded up (margin rounds up).
+            let v = self.value[s] * opening as i128;
+            let opening_value = (v + qty as i128 - 1) / qty as i128;
+            let opening_value = Money::try_from(opening_value).expect("order value fits i64");
+            worst = worst.max(inst.order_margin(opening_value, position.leverage));
+        }
+        worst
+    }
+}
+
+/// What the account has committed in one market: position margin plus order hold, less
+/// (for cross margin) any unrealised loss.
+pub(crate) fn committed(
+    am: &AccountMarket,
+    position: &Position,
+    inst: &Instrument,
+    mark: amdahl_types::Price,
+) -> i128 {
+    let mut used = am.hold(position, inst) as i128;
+    if position.qty != 0 {
+        used += position.init_margin(inst) as i128;
+        if position.leverage == Leverage::CROSS {
+            // Cross margin: the whole wallet backs the position, so a loss eats the
+            // available balance. A profit does not fund new positions (no portfolio margin).
+            used -= (position.unrealised(inst, mark) as i128).min(0);
+        }
+    }
+    used
+}
