@@ -180,6 +180,13 @@ impl Engine {
         Money::try_from(avail).expect("available fits i64")
     }
 
+    /// Break the books on purpose (see `Ledger::corrupt_for_test`): tests use it to show
+    /// that the audit halts the engine.
+    #[doc(hidden)]
+    pub fn corrupt_for_test(&mut self, account: AccountId, currency: Currency, amount: Money) {
+        self.ledger.corrupt_for_test(account, currency, amount);
+    }
+
     /// The order-margin hold of an account in a market.
     pub fn order_hold(&self, account: AccountId, market: MarketId) -> Money {
         let i = self.pm(account, market);
@@ -412,7 +419,8 @@ impl Engine {
                 return Err(RejectReason::InsufficientAvailableBalance);
             }
         }
-        if self.orders.is_full() {
+        let book = &self.books[o.market.0 as usize];
+        if self.orders.is_full() || book.len() >= book.config().max_orders as usize {
             return Err(RejectReason::CapacityExhausted);
         }
         Ok(o)
@@ -431,7 +439,9 @@ impl Engine {
         let mut s = self.accounts[i].head;
         while s != NIL {
             let r = self.orders.get(s);
-            if r.side == side && r.is_reduce_only() && !matches!(r.working, Working::Untriggered) {
+            // Only resting orders count: untriggered ones size themselves when they fire,
+            // and the one order being executed (pending) is checked on its own.
+            if r.side == side && r.is_reduce_only() && matches!(r.working, Working::Resting(_)) {
                 working += r.leaves.0;
             }
             s = self.orders.next_in_list(s);
@@ -625,9 +635,22 @@ impl Engine {
             };
             return self.cancel_slot(seq, slot, reason, sink);
         }
-        if r.is_reduce_only() && self.reducible_excluding(slot) < 0 {
-            // The position it was meant to reduce is gone (it traded against itself).
-            return self.cancel_slot(seq, slot, CancelReason::ReduceOnly, sink);
+        let mut left = left;
+        if r.is_reduce_only() {
+            // Other ReduceOnly orders may have taken the room this one had: it may rest
+            // only what still reduces the position.
+            let allowed = self.reducible(r.account, r.market, r.side);
+            if allowed <= 0 {
+                return self.cancel_slot(seq, slot, CancelReason::ReduceOnly, sink);
+            }
+            if left.0 > allowed {
+                left = Qty(allowed);
+                let rec = self.orders.get_mut(slot);
+                rec.leaves = left;
+                rec.qty = rec.cum + left;
+                let (order, qty, price) = (rec.id, rec.qty, rec.price);
+                sink.emit(Event::OrderAmended { seq, order, qty, leaves: left, price });
+            }
         }
         let resting = RestingOrder {
             id: r.id,
@@ -644,15 +667,6 @@ impl Engine {
             }
             Err(_) => self.cancel_slot(seq, slot, CancelReason::ImmediateOrCancel, sink),
         }
-    }
-
-    /// `reducible` for the order in `slot`, not counting itself.
-    fn reducible_excluding(&self, slot: u32) -> i64 {
-        let r = self.orders.get(slot);
-        self.reducible(r.account, r.market, r.side) + r.leaves.0
-            - if matches!(r.working, Working::Untriggered) { 0 } else { r.leaves.0 }
-            - r.leaves.0
-            + r.leaves.0
     }
 
     /// Match the order in `slot` against the book; settles every fill. Returns leaves.
@@ -742,7 +756,7 @@ impl Engine {
         let mut s = self.accounts[self.pm(account, market)].head;
         while s != NIL {
             let r = self.orders.get(s);
-            if r.side == side && r.is_reduce_only() && !matches!(r.working, Working::Untriggered) {
+            if r.side == side && r.is_reduce_only() && matches!(r.working, Working::Resting(_)) {
                 // Least aggressive: the highest sell, the lowest buy; ties: the newest.
                 let p = r.price.map_or(0, |p| p.0);
                 let key = if side == Side::Sell { p } else { -p };

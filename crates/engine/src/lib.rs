@@ -30,3 +30,4 @@ pub use config::{EngineConfig, MarketConfig};
 pub use engine::Engine;
 pub use orders::{OrderRecord, Working};
 pub use sink::{EventSink, HashSink};
+pub mod testkit;

@@ -288,6 +288,13 @@ impl Ledger {
         Ok(())
     }
 
+    /// Change one wallet WITHOUT its other side, to prove in tests that the audit halts the
+    /// engine on a broken invariant. Nothing in the engine calls it.
+    #[doc(hidden)]
+    pub fn corrupt_for_test(&mut self, account: AccountId, currency: Currency, amount: Money) {
+        self.wallets[currency.index()][account.0 as usize] += amount;
+    }
+
     /// Feed every balance, in a canonical order, to a state hasher.
     pub fn hash_into(&self, h: &mut impl core::hash::Hasher) {
         for c in 0..Currency::COUNT {
