@@ -22,6 +22,7 @@
 
 use amdahl_types::{Currency, Leverage, Money, Price, Qty, Rate, Side};
 
+mod edge;
 mod math;
 
 use math::{ceil_div_nonneg, div_round_half_away, mul, to_money};
