@@ -425,7 +425,11 @@ fn self_trade_cancels_the_resting_order() {
     let own = accepted(&h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10000.0)))));
     let other = accepted(&h.run(Command::Place(limit(1, 0, Side::Sell, 100, px(10000.0)))));
     let ev = h.run(Command::Place(limit(0, 0, Side::Buy, 100, px(10000.0))));
-    assert!(ev.iter().any(|e| matches!(*e, Event::OrderCanceled { order, reason: CancelReason::SelfTrade, .. } if order == own)));
+    let self_trade = |e: &Event| {
+        matches!(*e, Event::OrderCanceled { order, reason: CancelReason::SelfTrade, .. }
+            if order == own)
+    };
+    assert!(ev.iter().any(self_trade));
     assert_eq!(fills(&ev)[0].0, other);
 }
 

@@ -206,9 +206,9 @@ impl Ledger {
     /// Realise PnL: the residue `r` of a closed part leaves the position's cost and `−r`
     /// enters the wallet (DESIGN.md §4). `amount` is the wallet credit `−r` (a loss is
     /// negative); the position-cost total moves by the same `amount`, so
-    /// `Σ wallets − Σ costs` is unchanged. A loss larger than the wallet is covered by the insurance fund —
-    /// the loss past the bankruptcy price that BitMEX's fund absorbs — and the covered part
-    /// is returned. Refused, changing nothing, if the fund cannot cover it either.
+    /// `Σ wallets − Σ costs` is unchanged. A loss larger than the wallet is covered by the
+    /// insurance fund — the loss past the bankruptcy price that BitMEX's fund absorbs — and
+    /// the covered part is returned. Refused, changing nothing, if the fund cannot cover it either.
     pub fn realise(
         &mut self,
         account: AccountId,

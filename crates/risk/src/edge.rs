@@ -84,7 +84,10 @@ mod tests {
         // max price 1,000,000 USD = 2,000,000 ticks.
         assert_eq!(xbt.parse_price("1000000"), Ok(Price(2_000_000)));
         assert_eq!(xbt.parse_price("1000000.5"), Err(RejectReason::PriceTooLarge));
-        assert_eq!(xbt.parse_price("79228162514264337593543950335"), Err(RejectReason::PriceTooLarge));
+        assert_eq!(
+            xbt.parse_price("79228162514264337593543950335"),
+            Err(RejectReason::PriceTooLarge)
+        );
         assert_eq!(xbt.price_to_decimal(Price(20_001)), d("10000.5"));
         let eth = Instrument::ethusd(); // tick 0.05
         assert_eq!(eth.parse_price("2000.05"), Ok(Price(40_001)));

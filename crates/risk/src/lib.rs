@@ -1,7 +1,6 @@
 //! Instruments, BitMEX contract math, positions and margin.
 //!
-//! API CONTRACT (the engine is written against it; change it only together with the
-//! engine). The implementation replaces the `todo!()`s.
+//! The engine is written against this API; change it only together with the engine.
 //!
 //! Rounding rules, each applied once where a value is created (shared/bitmex/API.md §8–9):
 //! - inverse contract value: the value of ONE contract, `multiplier / price`, is rounded
@@ -253,7 +252,8 @@ impl Instrument {
         match self.checked_value(qty, price) {
             Some(v) => v,
             None => panic!(
-                "amdahl-risk: {} value of {} contracts at {} ticks overflows or the price is not positive",
+                "amdahl-risk: {} value of {} contracts at {} ticks overflows or the price \
+                 is not positive",
                 self.symbol, qty.0, price.0
             ),
         }

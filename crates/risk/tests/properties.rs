@@ -170,7 +170,8 @@ proptest! {
         prop_assert!(inst.order_margin(v, Leverage(lo)) >= inst.order_margin(v, Leverage(hi)));
         // 1/leverage rounded up: rate × leverage ≥ 1e10, and one unit less is below it.
         let r = inst.init_rate(Leverage(lo)).0 as i128;
-        prop_assert!(r * lo as i128 >= Rate::SCALE as i128 * 100 || r == inst.init_margin.0 as i128);
+        let base = inst.init_margin.0 as i128;
+        prop_assert!(r * lo as i128 >= Rate::SCALE as i128 * 100 || r == base);
     }
 
     #[test]
