@@ -413,8 +413,7 @@ impl Engine {
             return Err(RejectReason::PostOnlyWouldCross);
         }
         if !o.exec_inst.is_reduce_only() && !o.ord_type.is_conditional() {
-            let price = o.price.unwrap_or_else(|| self.protection_price(o.market, o.side));
-            let v = inst.value(o.qty, price).abs();
+            let v = self.margin_value(o.market, o.side, o.qty, o.price);
             if !self.margin_allows(o.account, o.market, o.side, o.qty.0, v) {
                 return Err(RejectReason::InsufficientAvailableBalance);
             }
@@ -466,6 +465,25 @@ impl Engine {
         am.add(side, qty, abs_value);
         let after = am.hold(&self.positions[i], inst);
         after <= before || (after - before) as i128 <= self.available(account, inst.settle) as i128
+    }
+
+    /// The |value| an order is margined at. A limit order: at its price. A Market order
+    /// may fill anywhere between the best opposite price and its protection price, and an
+    /// inverse contract is worth more XBt at a lower price, so take the larger of the two.
+    fn margin_value(&self, market: MarketId, side: Side, qty: Qty, price: Option<Price>) -> Money {
+        let inst = &self.markets[market.0 as usize].inst;
+        if let Some(p) = price {
+            return inst.value(qty, p).abs();
+        }
+        let protection = self.protection_price(market, side);
+        let at_protection = inst.value(qty, protection).abs();
+        match self.books[market.0 as usize].best(side.opposite()) {
+            Some(best) if !matches!((side, best > protection), (Side::Buy, true)) => {
+                let best = if side == Side::Sell { best.max(protection) } else { best };
+                at_protection.max(inst.value(qty, best).abs())
+            }
+            _ => at_protection,
+        }
     }
 
     /// The worst price a Market order may trade at: the edge of the band around the mark
@@ -874,8 +892,7 @@ impl Engine {
                 rec.qty = Qty(want);
                 rec.leaves = Qty(want);
             } else {
-                let price = r.price.unwrap_or_else(|| self.protection_price(r.market, r.side));
-                let v = self.markets[r.market.0 as usize].inst.value(r.leaves, price).abs();
+                let v = self.margin_value(r.market, r.side, r.leaves, r.price);
                 if !self.margin_allows(r.account, r.market, r.side, r.leaves.0, v) {
                     self.cancel_slot(seq, slot, CancelReason::InsufficientBalance, sink);
                     continue;
@@ -1026,6 +1043,11 @@ impl Engine {
                     sink.emit(amended);
                     self.execute(seq, slot, sink);
                     self.fire_triggers(seq, r.market, sink);
+                }
+                if r.is_reduce_only() && self.orders.slot_of(r.id).is_some() {
+                    // A ReduceOnly order amended up must still fit the position.
+                    self.touched.push(r.account);
+                    self.trim_touched(seq, r.market, sink);
                 }
             }
             Working::Pending => unreachable!("no order is pending between commands"),
