@@ -150,7 +150,8 @@ fn bad_data(path: &Path, e: ParseError) -> io::Error {
 // ---------------------------------------------------------------------------------------
 
 /// One message-file row. `price` is in book ticks for types 1–4 and raw (dollars × 10000,
-/// or −1/0/1 for a halt) for types 5–7. `side` is the side of the **resting** order the message is about.
+/// or −1/0/1 for a halt) for types 5–7. `side` is the side of the **resting** order the
+/// message is about.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Message {
     /// Nanoseconds after midnight.
@@ -764,7 +765,8 @@ impl Harness<'_> {
                 let o = *self.book.get(h);
                 if o.side != side || o.price.0 != price || o.id.0 != id {
                     self.problem(format!(
-                        "order {id} is {:?} {}@{} in the book, but the message says {side:?} @{price}",
+                        "order {id} is {:?} {}@{} in the book, but the message says \
+                         {side:?} @{price}",
                         o.side, o.leaves.0, o.price.0
                     ));
                     return 0;

@@ -248,7 +248,7 @@ impl Engine {
             return false;
         }
         self.groups += 1;
-        let periodic = self.full_audit_every != 0 && self.groups % self.full_audit_every == 0;
+        let periodic = self.full_audit_every != 0 && self.groups.is_multiple_of(self.full_audit_every);
         let result = if self.full_audit_due || periodic {
             self.full_audit_due = false;
             self.audit_full()
