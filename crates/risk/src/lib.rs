@@ -22,7 +22,16 @@
 use amdahl_types::{Currency, Leverage, Money, Price, Qty, Rate, Side};
 
 mod edge;
+pub mod fair;
+pub mod funding;
+pub mod index;
+pub mod liquidation;
 mod math;
+
+pub use fair::{FuturesBasis, MarkMethod};
+pub use funding::{FundingClearing, FundingSchedule, PremiumAccumulator};
+pub use index::{CompositeIndex, IndexConfig, IndexEvent, IndexStatus, IndexTwap};
+pub use liquidation::{AdlCandidate, AdlScore};
 
 use math::{ceil_div_nonneg, div_round_half_away, mul, to_money};
 
@@ -218,6 +227,13 @@ impl Instrument {
     /// [`Instrument::value`] that returns `None` instead of panicking when the result (or
     /// an intermediate product) overflows, or when `price` is not positive.
     pub fn checked_value(&self, qty: Qty, price: Price) -> Option<Money> {
+        i64::try_from(self.value_wide(qty, price)?).ok()
+    }
+
+    /// [`Instrument::checked_value`] before the conversion to `Money`: the same rounding,
+    /// in i128, `None` only on an i128 overflow or a non-positive price. The liquidation
+    /// solver uses it to probe prices at which a large position's value leaves `Money`.
+    pub(crate) fn value_wide(&self, qty: Qty, price: Price) -> Option<i128> {
         if price.0 <= 0 || self.tick.num <= 0 || self.tick.den <= 0 {
             return None;
         }
@@ -234,8 +250,9 @@ impl Instrument {
                 div_round_half_away(n, den)
             }
         };
-        i64::try_from(v).ok()
+        Some(v)
     }
+
     /// The value of `qty` contracts at `price` with BitMEX's sign: what a buyer's position
     /// cost changes by. Inverse: negative for positive qty. `qty` may be negative.
     ///
