@@ -112,7 +112,9 @@ impl Engine {
     pub fn state_hash(&self) -> u128 {
         let mut h = Xxh3::new();
         h.write_u64(self.next_order);
-        h.write_i64(self.day.unwrap_or(i64::MIN));
+        // The current UTC day is not hashed: it is the clock of the last command, and only
+        // matters through the Day orders it expires, whose cancellations are hashed. (A
+        // rejected command that is the first of a new day must leave the hash unchanged.)
         h.write_u8(self.halt.is_some() as u8);
         for (m, market) in self.markets.iter().enumerate() {
             h.write_i64(market.mark.0);

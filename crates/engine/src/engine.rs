@@ -248,7 +248,8 @@ impl Engine {
             return false;
         }
         self.groups += 1;
-        let periodic = self.full_audit_every != 0 && self.groups.is_multiple_of(self.full_audit_every);
+        let periodic =
+            self.full_audit_every != 0 && self.groups.is_multiple_of(self.full_audit_every);
         let result = if self.full_audit_due || periodic {
             self.full_audit_due = false;
             self.audit_full()
@@ -888,9 +889,14 @@ impl Engine {
                     self.cancel_slot(seq, slot, CancelReason::NothingToReduce, sink);
                     continue;
                 }
-                let rec = self.orders.get_mut(slot);
-                rec.qty = Qty(want);
-                rec.leaves = Qty(want);
+                if want != r.qty.0 || want != r.leaves.0 {
+                    // Sized to the position at trigger time; say so before it trades.
+                    let rec = self.orders.get_mut(slot);
+                    rec.qty = Qty(want);
+                    rec.leaves = Qty(want);
+                    let (qty, leaves, price) = (rec.qty, rec.leaves, rec.price);
+                    sink.emit(Event::OrderAmended { seq, order: id, qty, leaves, price });
+                }
             } else {
                 let v = self.margin_value(r.market, r.side, r.leaves, r.price);
                 if !self.margin_allows(r.account, r.market, r.side, r.leaves.0, v) {
@@ -1136,13 +1142,19 @@ impl Engine {
             && price <= self.markets[market.0 as usize].inst.max_price
     }
 
+    fn reference_error(&self, market: MarketId, price: Price) -> RejectReason {
+        if !self.known_market(market) {
+            RejectReason::UnknownMarket
+        } else if price.0 <= 0 {
+            RejectReason::PriceNotPositive
+        } else {
+            RejectReason::PriceTooLarge
+        }
+    }
+
     fn set_mark<S: EventSink>(&mut self, seq: Seq, market: MarketId, price: Price, sink: &mut S) {
         if !self.valid_reference(market, price) {
-            let reason = if self.known_market(market) {
-                RejectReason::PriceTooLarge
-            } else {
-                RejectReason::UnknownMarket
-            };
+            let reason = self.reference_error(market, price);
             return self.reject(seq, AccountId(u32::MAX), reason, 0, sink);
         }
         self.markets[market.0 as usize].mark = price;
@@ -1154,11 +1166,7 @@ impl Engine {
 
     fn set_index<S: EventSink>(&mut self, seq: Seq, market: MarketId, price: Price, sink: &mut S) {
         if !self.valid_reference(market, price) {
-            let reason = if self.known_market(market) {
-                RejectReason::PriceTooLarge
-            } else {
-                RejectReason::UnknownMarket
-            };
+            let reason = self.reference_error(market, price);
             return self.reject(seq, AccountId(u32::MAX), reason, 0, sink);
         }
         self.markets[market.0 as usize].index = Some(price);
@@ -1276,10 +1284,14 @@ impl Settlement<'_> {
         self.ledger.post_trade_cost(currency, value, -value);
         for (account, realised) in [(buyer, realised_buyer), (seller, realised_seller)] {
             if realised != 0 {
-                if let Err(e) = self.ledger.realise(account, currency, realised) {
-                    self.failure = Some(crate::audit::AuditError::Settlement(e));
-                }
                 let (seq, market) = (self.seq, self.market);
+                match self.ledger.realise(account, currency, realised) {
+                    Ok(0) => {}
+                    Ok(amount) => {
+                        sink.emit(Event::InsuranceCovered { seq, account, currency, amount })
+                    }
+                    Err(e) => self.failure = Some(crate::audit::AuditError::Settlement(e)),
+                }
                 sink.emit(Event::Realised { seq, account, market, amount: realised });
             }
         }

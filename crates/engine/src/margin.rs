@@ -85,12 +85,17 @@ pub(crate) fn committed(
 ) -> i128 {
     let mut used = am.hold(position, inst) as i128;
     if position.qty != 0 {
-        used += position.init_margin(inst) as i128;
-        if position.leverage == Leverage::CROSS {
+        let margin = position.init_margin(inst) as i128;
+        let loss = -(position.unrealised(inst, mark) as i128).min(0);
+        used += if position.leverage == Leverage::CROSS {
             // Cross margin: the whole wallet backs the position, so a loss eats the
             // available balance. A profit does not fund new positions (no portfolio margin).
-            used -= (position.unrealised(inst, mark) as i128).min(0);
-        }
+            margin + loss
+        } else {
+            // Isolated: the position margin absorbs losses up to its size; a loss beyond it
+            // (before liquidation catches it) must not be withdrawable either.
+            margin.max(loss)
+        };
     }
     used
 }

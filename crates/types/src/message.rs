@@ -276,6 +276,14 @@ pub enum Event {
         market: MarketId,
         amount: Money,
     },
+    /// The insurance fund paid `amount` into a wallet that could not absorb a realised loss
+    /// (a close past the bankruptcy price).
+    InsuranceCovered {
+        seq: Seq,
+        account: AccountId,
+        currency: Currency,
+        amount: Money,
+    },
     LeverageChanged {
         seq: Seq,
         account: AccountId,
