@@ -76,12 +76,57 @@ pub struct Engine {
     pub(crate) full_audit_every: u64,
     /// Accounts whose position changed during one match and hold ReduceOnly orders.
     touched: Vec<AccountId>,
+    /// The liquidation engine's account: one past the last user account. Its positions
+    /// belong to the insurance fund; it pays no fees and no margin.
+    pub(crate) liquidator: AccountId,
+    /// Per market: the accounts with an open position (the remargin pass walks only these).
+    pub(crate) open: Vec<OpenPositions>,
+    /// Liquidations found by remargin, to be fed back as `Command::Liquidate` in the next
+    /// group; a flag per (account, market) keeps each queued once.
+    pub(crate) pending: Vec<(MarketId, AccountId)>,
+    pub(crate) queued: Vec<bool>,
+    /// Margin transferred into an isolated position beyond its initial margin.
+    pub(crate) extra_margin: Vec<Money>,
+    /// Per market: the bankruptcy price of the latest takeover (the price its liquidation
+    /// order works at and auto-deleveraging closes at).
+    pub(crate) bankruptcy: Vec<Option<Price>>,
+}
+
+/// The accounts with an open position in one market, in a dense list with O(1) insert and
+/// remove (swap-remove; `index` maps an account to its place).
+pub(crate) struct OpenPositions {
+    pub accounts: Vec<u32>,
+    pub index: Vec<u32>,
+}
+
+impl OpenPositions {
+    fn new(rows: usize) -> OpenPositions {
+        OpenPositions { accounts: Vec::with_capacity(rows), index: vec![NIL; rows] }
+    }
+
+    /// Keep the list true after an account's position went from `before` to `after`.
+    pub fn update(&mut self, account: AccountId, before: i64, after: i64) {
+        let a = account.0 as usize;
+        if before == 0 && after != 0 {
+            self.index[a] = self.accounts.len() as u32;
+            self.accounts.push(account.0);
+        } else if before != 0 && after == 0 {
+            let i = self.index[a] as usize;
+            self.accounts.swap_remove(i);
+            if let Some(&moved) = self.accounts.get(i) {
+                self.index[moved as usize] = i as u32;
+            }
+            self.index[a] = NIL;
+        }
+    }
 }
 
 impl Engine {
     pub fn new(config: &EngineConfig) -> Engine {
         config.validate().expect("invalid engine config");
         let n_markets = config.markets.len();
+        // One row per user account plus the liquidation engine's.
+        let rows = config.accounts as usize + 1;
         let mut ledger = Ledger::new(config.accounts);
         for c in Currency::ALL {
             let amount = config.insurance_fund[c.index()];
@@ -112,8 +157,8 @@ impl Engine {
                 })
                 .collect(),
             orders: Orders::new(config.max_orders),
-            positions: vec![Position::default(); config.accounts as usize * n_markets],
-            accounts: vec![AccountMarket::default(); config.accounts as usize * n_markets],
+            positions: vec![Position::default(); rows * n_markets],
+            accounts: vec![AccountMarket::default(); rows * n_markets],
             ledger,
             next_order: 1,
             day: None,
@@ -124,6 +169,12 @@ impl Engine {
             max_stop_orders: config.max_stop_orders,
             full_audit_every: config.full_audit_every,
             touched: Vec::with_capacity(1 << 16),
+            liquidator: AccountId(config.accounts),
+            open: (0..n_markets).map(|_| OpenPositions::new(rows)).collect(),
+            pending: Vec::with_capacity(rows),
+            queued: vec![false; rows * n_markets],
+            extra_margin: vec![0; rows * n_markets],
+            bankruptcy: vec![None; n_markets],
         }
     }
 
@@ -175,7 +226,9 @@ impl Engine {
                 continue;
             }
             let i = account.0 as usize * self.markets.len() + m;
-            avail -= committed(&self.accounts[i], &self.positions[i], &market.inst, market.mark);
+            let extra = self.extra_margin[i];
+            avail -=
+                committed(&self.accounts[i], &self.positions[i], &market.inst, market.mark, extra);
         }
         Money::try_from(avail).expect("available fits i64")
     }
@@ -238,6 +291,7 @@ impl Engine {
             }
             Command::Mark { market, price } => self.set_mark(seq, market, price, sink),
             Command::Index { market, price } => self.set_index(seq, market, price, sink),
+            Command::Liquidate { account, market } => self.liquidate(seq, account, market, sink),
         }
     }
 
@@ -267,7 +321,7 @@ impl Engine {
         }
     }
 
-    fn reject<S: EventSink>(
+    pub(crate) fn reject<S: EventSink>(
         &self,
         seq: Seq,
         account: AccountId,
@@ -278,11 +332,11 @@ impl Engine {
         sink.emit(Event::Rejected { seq, account, reason, client_tag: tag });
     }
 
-    fn known_account(&self, account: AccountId) -> bool {
+    pub(crate) fn known_account(&self, account: AccountId) -> bool {
         account.0 < self.ledger.accounts()
     }
 
-    fn known_market(&self, market: MarketId) -> bool {
+    pub(crate) fn known_market(&self, market: MarketId) -> bool {
         (market.0 as usize) < self.markets.len()
     }
 
@@ -489,7 +543,7 @@ impl Engine {
 
     /// The worst price a Market order may trade at: the edge of the band around the mark
     /// (BitMEX stops a Market order before it walks the book without limit).
-    fn protection_price(&self, market: MarketId, side: Side) -> Price {
+    pub(crate) fn protection_price(&self, market: MarketId, side: Side) -> Price {
         let m = &self.markets[market.0 as usize];
         let mark = m.mark.0 as i128;
         let band = m.inst.price_band.0 as i128;
@@ -550,7 +604,7 @@ impl Engine {
         self.fire_triggers(seq, o.market, sink);
     }
 
-    fn add_record(&mut self, record: OrderRecord) -> u32 {
+    pub(crate) fn add_record(&mut self, record: OrderRecord) -> u32 {
         let slot = self.orders.insert(record).expect("capacity checked before acceptance");
         let i = self.pm(record.account, record.market);
         let mut head = self.accounts[i].head;
@@ -613,7 +667,7 @@ impl Engine {
 
     /// Run an accepted (or triggered, or re-priced) order: match it, then rest, cancel or
     /// finish it according to its type and time in force.
-    fn execute<S: EventSink>(&mut self, seq: Seq, slot: u32, sink: &mut S) {
+    pub(crate) fn execute<S: EventSink>(&mut self, seq: Seq, slot: u32, sink: &mut S) {
         let r = *self.orders.get(slot);
         let m = r.market.0 as usize;
         if r.exec_inst.is_post_only()
@@ -700,8 +754,10 @@ impl Engine {
         let m = r.market.0 as usize;
         let n_markets = self.markets.len();
         let taker = Taker { id: r.id, account: r.account, side: r.side, limit, qty: r.leaves };
-        let Engine { markets, books, orders, positions, accounts, ledger, touched, halt, .. } =
-            self;
+        let liquidator = self.liquidator;
+        let Engine {
+            markets, books, orders, positions, accounts, ledger, touched, halt, open, ..
+        } = self;
         let market = &mut markets[m];
         let mut ctx = Settlement {
             seq,
@@ -713,6 +769,8 @@ impl Engine {
             accounts,
             ledger,
             touched,
+            open: &mut open[m],
+            liquidator,
             n_markets,
             taker: r,
             taker_left: r.leaves,
@@ -789,7 +847,7 @@ impl Engine {
     }
 
     /// Take an order out of wherever it works and report it cancelled.
-    fn cancel_slot<S: EventSink>(
+    pub(crate) fn cancel_slot<S: EventSink>(
         &mut self,
         seq: Seq,
         slot: u32,
@@ -866,7 +924,7 @@ impl Engine {
 
     /// Fire every reached trigger, one at a time, until none is left (a triggered order's
     /// fills move the last price, which may reach more triggers).
-    fn fire_triggers<S: EventSink>(&mut self, seq: Seq, market: MarketId, sink: &mut S) {
+    pub(crate) fn fire_triggers<S: EventSink>(&mut self, seq: Seq, market: MarketId, sink: &mut S) {
         while self.halt.is_none()
             && let Some(id) = self.next_triggered(market)
         {
@@ -1161,6 +1219,7 @@ impl Engine {
         // BitMEX audits the whole system on every mark change.
         self.full_audit_due = true;
         sink.emit(Event::MarkChanged { seq, market, price });
+        self.remargin(market);
         self.fire_triggers(seq, market, sink);
     }
 
@@ -1208,6 +1267,8 @@ struct Settlement<'a> {
     accounts: &'a mut [AccountMarket],
     ledger: &'a mut Ledger,
     touched: &'a mut Vec<AccountId>,
+    open: &'a mut OpenPositions,
+    liquidator: AccountId,
     n_markets: usize,
     taker: OrderRecord,
     taker_left: Qty,
@@ -1279,11 +1340,21 @@ impl Settlement<'_> {
         // seller's by −value, and whatever leaves a cost enters that account's wallet.
         let value = inst.value(qty, price);
         let (bi, si) = (self.pm(buyer), self.pm(seller));
+        let (buyer_before, seller_before) = (self.positions[bi].qty, self.positions[si].qty);
         let realised_buyer = self.positions[bi].apply_fill(Side::Buy, qty, value);
         let realised_seller = self.positions[si].apply_fill(Side::Sell, qty, value);
+        self.open.update(buyer, buyer_before, self.positions[bi].qty);
+        self.open.update(seller, seller_before, self.positions[si].qty);
         self.ledger.post_trade_cost(currency, value, -value);
         for (account, realised) in [(buyer, realised_buyer), (seller, realised_seller)] {
-            if realised != 0 {
+            if realised != 0 && account == self.liquidator {
+                // The liquidation engine's PnL is the insurance fund's.
+                if let Err(e) = self.ledger.realise_insurance(currency, realised) {
+                    self.failure = Some(crate::audit::AuditError::Settlement(e));
+                }
+                let (seq, market) = (self.seq, self.market);
+                sink.emit(Event::Realised { seq, account, market, amount: realised });
+            } else if realised != 0 {
                 let (seq, market) = (self.seq, self.market);
                 match self.ledger.realise(account, currency, realised) {
                     Ok(0) => {}
@@ -1353,6 +1424,10 @@ impl Settlement<'_> {
     /// covered the loss), so no balance goes negative.
     fn charge(&mut self, account: AccountId, fee: Money) -> Money {
         let c = self.inst.settle;
+        if account == self.liquidator {
+            // Liquidation orders trade without fees (the fund would only pay itself).
+            return 0;
+        }
         let (from, to, want) = if fee >= 0 {
             (Entry::Wallet(account), Entry::Fees, fee)
         } else {

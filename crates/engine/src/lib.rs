@@ -21,6 +21,7 @@
 mod audit;
 mod config;
 mod engine;
+mod liquidation;
 mod margin;
 mod orders;
 mod sink;

@@ -27,14 +27,23 @@ impl Harness {
         }
     }
 
-    /// Apply one command as a group of its own; returns its events (the audit ran).
+    /// Apply one command as a group of its own, then — as the sequencer does — feed the
+    /// liquidations that group found back as the following groups. Returns all their
+    /// events (the audit ran after each group).
     pub fn run(&mut self, command: Command) -> Vec<Event> {
-        self.seq += 1;
-        self.time = Timestamp(self.time.0 + 1_000_000);
-        let cmd = Sequenced { seq: Seq(self.seq), time: self.time, command };
         let mut out = Vec::new();
-        self.engine.apply(&cmd, &mut out);
-        self.engine.end_group(cmd.seq, &mut out);
+        let mut queue = vec![command];
+        while let Some(command) = queue.pop() {
+            self.seq += 1;
+            self.time = Timestamp(self.time.0 + 1_000_000);
+            let cmd = Sequenced { seq: Seq(self.seq), time: self.time, command };
+            self.engine.apply(&cmd, &mut out);
+            self.engine.end_group(cmd.seq, &mut out);
+            let mut next = Vec::new();
+            self.engine.take_liquidations(&mut next);
+            // `queue` pops from the back: keep the engine's order.
+            queue.extend(next.into_iter().rev());
+        }
         self.events.extend_from_slice(&out);
         out
     }

@@ -25,8 +25,8 @@
 //!    never exceed the quantity last announced for it (`OrderAccepted`/`OrderAmended`), so
 //!    the read mirror built from the change stream is right.
 //! 10. (separate test) The event stream explains every balance change: per command, each
-//!    wallet, the fee account and the insurance fund move exactly by what Deposited,
-//!    Withdrawn, Realised and the Fill fees say.
+//!     wallet, the fee account and the insurance fund move exactly by what Deposited,
+//!     Withdrawn, Realised, InsuranceCovered and the Fill fees say.
 //!
 //! Also, after every command: the engine's working orders are exactly the model's; no Day
 //! order outlives its UTC day; no untriggered order's reference price has reached its stop;
@@ -903,6 +903,8 @@ impl Checker {
                 Event::Rejected { .. }
                 | Event::Realised { .. }
                 | Event::InsuranceCovered { .. }
+                | Event::Liquidated { .. }
+                | Event::Deleveraged { .. }
                 | Event::LeverageChanged { .. }
                 | Event::MarkChanged { .. }
                 | Event::Deposited { .. }

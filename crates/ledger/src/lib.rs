@@ -238,6 +238,30 @@ impl Ledger {
         Ok(shortfall)
     }
 
+    /// Realise the liquidation engine's PnL: the insurance fund owns its positions, so a
+    /// gain (a fill better than the bankruptcy price) enters the fund and a loss (worse)
+    /// leaves it. Refused, changing nothing, if the fund cannot pay the loss.
+    pub fn realise_insurance(
+        &mut self,
+        currency: Currency,
+        amount: Money,
+    ) -> Result<(), LedgerError> {
+        let c = currency.index();
+        let insurance = self.totals[c].insurance;
+        if amount < 0 && insurance < -amount {
+            let entry = Entry::Insurance;
+            return Err(LedgerError::Insufficient {
+                entry,
+                currency,
+                balance: insurance,
+                amount: -amount,
+            });
+        }
+        self.add(currency, Entry::Insurance, amount);
+        self.totals[c].position_cost += amount as i128;
+        Ok(())
+    }
+
     /// Seed the insurance fund (money enters the system, recorded as a deposit).
     pub fn fund_insurance(&mut self, currency: Currency, amount: Money) -> Result<(), LedgerError> {
         if amount <= 0 {

@@ -47,6 +47,14 @@ pub enum Command {
         market: MarketId,
         price: Price,
     },
+    /// Engine-generated, never accepted from a client: work out a position the remargin
+    /// pass of an earlier group found below maintenance (DESIGN.md §2: liquidations found in
+    /// group g enter group g+1 as commands, so every topology replays them identically).
+    /// With the liquidator's own account it works out the liquidator's open position.
+    Liquidate {
+        account: AccountId,
+        market: MarketId,
+    },
 }
 
 impl Command {
@@ -60,7 +68,7 @@ impl Command {
             | Command::SetLeverage { account, .. } => Some(*account),
             Command::Place(o) => Some(o.account),
             Command::Amend(a) => Some(a.account),
-            Command::Mark { .. } | Command::Index { .. } => None,
+            Command::Mark { .. } | Command::Index { .. } | Command::Liquidate { .. } => None,
         }
     }
 }
@@ -118,6 +126,8 @@ pub enum RejectReason {
     CapacityExhausted,
     /// A Market order found nothing to trade against.
     NoLiquidity,
+    /// A `Liquidate` command found the position back above maintenance (or flat).
+    NotLiquidatable,
 }
 
 impl RejectReason {
@@ -160,6 +170,7 @@ impl RejectReason {
             }
             RejectReason::CapacityExhausted => "The system is at capacity",
             RejectReason::NoLiquidity => "Market order found no liquidity",
+            RejectReason::NotLiquidatable => "Position is not below maintenance margin",
         }
     }
 }
@@ -189,6 +200,10 @@ pub enum CancelReason {
     InsufficientBalance,
     /// A triggered ReduceOnly/Close order with no position left to reduce.
     NothingToReduce,
+    /// The account's position in the market is being liquidated.
+    Liquidation,
+    /// The account's position was auto-deleveraged.
+    Deleveraged,
 }
 
 /// One output of the engine. The stream of events (with their order) is the contract every
@@ -298,6 +313,24 @@ pub enum Event {
     IndexChanged {
         seq: Seq,
         market: MarketId,
+        price: Price,
+    },
+    /// The liquidation engine took over `qty` contracts (signed: the position as it was) of
+    /// a position below maintenance, at its bankruptcy price.
+    Liquidated {
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        qty: i64,
+        price: Price,
+    },
+    /// Auto-deleveraging closed `qty` contracts (signed: the change to this account's
+    /// position) against the liquidation engine at the bankruptcy price.
+    Deleveraged {
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        qty: i64,
         price: Price,
     },
     /// The audit failed; the engine accepts no more writes.

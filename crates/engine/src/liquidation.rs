@@ -1,0 +1,422 @@
+//! Remargin, liquidation and auto-deleveraging (DESIGN.md §4–5, API.md §9).
+//!
+//! The lifecycle, as BitMEX runs it:
+//! 1. Every mark change re-margins every open position of that market (`remargin`); a
+//!    position whose margin balance is below its maintenance requirement is queued. The
+//!    queue leaves the engine through `take_liquidations` and comes back as
+//!    `Command::Liquidate` in the next group, so a journal replays liquidations exactly.
+//! 2. `Liquidate` re-checks, cancels the account's orders in that market, and has the
+//!    liquidation engine (the insurance fund's own account) take the position over at its
+//!    bankruptcy price: the trader loses exactly the margin that backed the position.
+//! 3. The liquidation engine works the position out: first an IOC at the bankruptcy price
+//!    (fills better than it pay into the fund); then, if the fund can pay for the worst
+//!    fill the price band allows, a protected Market IOC (fills worse are paid by the
+//!    fund); what is left either rests at the bankruptcy price, worked again on every
+//!    mark tick, or — when the fund cannot cover the loss — is auto-deleveraged.
+//! 4. Auto-deleveraging closes opposing positions at the bankruptcy price, the highest ADL
+//!    rank first (PnL% × effective leverage for profitable positions), cancelling their
+//!    orders in that market.
+//!
+//! Margin backing a position: isolated, its position margin (posInit + posComm) plus any
+//! margin transferred in; cross, the wallet less what every other position and order of
+//! the currency commits.
+
+use amdahl_risk::liquidation::{AdlCandidate, AdlScore, adl_indicator, bankruptcy_price, sort_adl};
+use amdahl_types::{
+    AccountId, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId, Money,
+    OrdType, OrderId, Price, Qty, RejectReason, Seq, Side, TimeInForce,
+};
+
+use crate::engine::Engine;
+use crate::margin::committed;
+use crate::orders::{NIL, OrderRecord, Working};
+use crate::sink::EventSink;
+
+impl Engine {
+    /// The liquidation engine's account (its positions belong to the insurance fund).
+    pub fn liquidator(&self) -> AccountId {
+        self.liquidator
+    }
+
+    /// Move the liquidations found since the last call into `out`, ordered by (market,
+    /// account) so the order never depends on how positions were laid out. The driver
+    /// (sequencer) feeds them back as the first commands of the next group.
+    pub fn take_liquidations(&mut self, out: &mut Vec<Command>) {
+        self.pending.sort_unstable();
+        for (market, account) in self.pending.drain(..) {
+            let i = account.0 as usize * self.markets.len() + market.0 as usize;
+            self.queued[i] = false;
+            out.push(Command::Liquidate { account, market });
+        }
+    }
+
+    /// Re-margin every open position of `market` at its current mark and queue those below
+    /// maintenance, and the liquidation engine's own position while it has one.
+    pub(crate) fn remargin(&mut self, market: MarketId) {
+        let m = market.0 as usize;
+        for k in 0..self.open[m].accounts.len() {
+            let account = AccountId(self.open[m].accounts[k]);
+            if account == self.liquidator || self.is_liquidatable(account, market) {
+                let i = self.pm(account, market);
+                if !self.queued[i] {
+                    self.queued[i] = true;
+                    self.pending.push((market, account));
+                }
+            }
+        }
+    }
+
+    /// Is the account's position in `market` below its maintenance requirement at mark?
+    /// Isolated: position margin + unrealised < posMaint. Cross: the currency's wallet plus
+    /// every cross position's unrealised PnL, less what isolated positions lock, is below
+    /// the sum of the cross positions' maintenance.
+    pub fn is_liquidatable(&self, account: AccountId, market: MarketId) -> bool {
+        let i = self.pm(account, market);
+        let pos = &self.positions[i];
+        if pos.qty == 0 || account == self.liquidator {
+            return false;
+        }
+        let m = &self.markets[market.0 as usize];
+        if pos.leverage != Leverage::CROSS {
+            let margin = pos.init_margin(&m.inst) + self.extra_margin[i];
+            return amdahl_risk::liquidation::is_liquidatable(&m.inst, pos, margin, m.mark);
+        }
+        let currency = m.inst.settle;
+        let mut balance = self.ledger.wallet(account, currency) as i128;
+        let mut maint = 0i128;
+        for (k, other) in self.markets.iter().enumerate() {
+            let j = account.0 as usize * self.markets.len() + k;
+            let p = &self.positions[j];
+            if other.inst.settle != currency || p.qty == 0 {
+                continue;
+            }
+            if p.leverage == Leverage::CROSS {
+                balance += p.unrealised(&other.inst, other.mark) as i128;
+                maint += p.maint_margin(&other.inst) as i128;
+            } else {
+                let locked = (p.init_margin(&other.inst) + self.extra_margin[j]) as i128;
+                let loss = -(p.unrealised(&other.inst, other.mark) as i128).min(0);
+                balance -= locked.max(loss);
+            }
+        }
+        balance < maint
+    }
+
+    /// The margin that backs the account's position in `market` (see the module docs).
+    pub fn position_margin(&self, account: AccountId, market: MarketId) -> Money {
+        let i = self.pm(account, market);
+        let m = &self.markets[market.0 as usize];
+        let pos = &self.positions[i];
+        if pos.leverage != Leverage::CROSS {
+            return pos.init_margin(&m.inst) + self.extra_margin[i];
+        }
+        let currency = m.inst.settle;
+        let mut margin = self.ledger.wallet(account, currency) as i128;
+        for (k, other) in self.markets.iter().enumerate() {
+            if k == market.0 as usize || other.inst.settle != currency {
+                continue;
+            }
+            let j = account.0 as usize * self.markets.len() + k;
+            margin -= committed(
+                &self.accounts[j],
+                &self.positions[j],
+                &other.inst,
+                other.mark,
+                self.extra_margin[j],
+            );
+        }
+        Money::try_from(margin.max(0)).expect("margin fits i64")
+    }
+
+    /// The bankruptcy price of the account's position in `market`, if it has one.
+    pub fn bankruptcy_price(&self, account: AccountId, market: MarketId) -> Option<Price> {
+        let pos = self.position(account, market);
+        if pos.qty == 0 {
+            return None;
+        }
+        let margin = self.position_margin(account, market);
+        bankruptcy_price(self.instrument(market), &pos, margin)
+    }
+
+    /// BitMEX's five-light ADL indicator of the account's position: its quintile among
+    /// the positions on the same side of `market`, 5 = first to be deleveraged.
+    pub fn adl_indicator(&self, account: AccountId, market: MarketId) -> Option<u8> {
+        let pos = self.position(account, market);
+        if pos.qty == 0 || account == self.liquidator {
+            return None;
+        }
+        let ranked = self.adl_ranking(market, pos.qty.signum());
+        let at = ranked.iter().position(|c| c.account == account)?;
+        Some(adl_indicator(at, ranked.len()))
+    }
+
+    /// The positions of `market` whose sign is `sign`, in ADL order.
+    fn adl_ranking(&self, market: MarketId, sign: i64) -> Vec<AdlCandidate> {
+        let m = &self.markets[market.0 as usize];
+        let mut ranked: Vec<AdlCandidate> = self.open[market.0 as usize]
+            .accounts
+            .iter()
+            .map(|&a| AccountId(a))
+            .filter(|&a| a != self.liquidator)
+            .filter_map(|a| {
+                let pos = self.position(a, market);
+                (pos.qty.signum() == sign).then(|| {
+                    let margin = self.position_margin(a, market);
+                    let score = AdlScore::for_position(&m.inst, &pos, margin, m.mark);
+                    AdlCandidate { account: a, score }
+                })
+            })
+            .collect();
+        sort_adl(&mut ranked);
+        ranked
+    }
+
+    /// `Command::Liquidate`.
+    pub(crate) fn liquidate<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        sink: &mut S,
+    ) {
+        if !self.known_market(market) {
+            return self.reject(seq, account, RejectReason::UnknownMarket, 0, sink);
+        }
+        if account == self.liquidator {
+            self.work_out(seq, market, sink);
+            return self.fire_triggers(seq, market, sink);
+        }
+        if !self.known_account(account) {
+            return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
+        }
+        if !self.is_liquidatable(account, market) {
+            return self.reject(seq, account, RejectReason::NotLiquidatable, 0, sink);
+        }
+        self.cancel_market_orders(seq, account, market, CancelReason::Liquidation, sink);
+        self.take_over(seq, account, market, sink);
+        self.work_out(seq, market, sink);
+        self.fire_triggers(seq, market, sink);
+    }
+
+    fn cancel_market_orders<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        reason: CancelReason,
+        sink: &mut S,
+    ) {
+        loop {
+            let head = self.accounts[self.pm(account, market)].head;
+            if head == NIL {
+                break;
+            }
+            self.cancel_slot(seq, head, reason, sink);
+        }
+    }
+
+    /// The liquidation engine takes the whole position over at its bankruptcy price: the
+    /// trader realises the loss of exactly the margin that backed it.
+    fn take_over<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        sink: &mut S,
+    ) {
+        let pos = self.position(account, market);
+        let mark = self.mark(market);
+        // Past the lowest (or highest) tick nothing is solvent: take over at the mark and
+        // let the fund cover the rest.
+        let price = self.bankruptcy_price(account, market).unwrap_or(mark);
+        let closing = if pos.qty > 0 { Side::Sell } else { Side::Buy };
+        self.trade_with_liquidator(seq, account, market, closing, Qty(pos.qty.abs()), price, sink);
+        let i = self.pm(account, market);
+        self.extra_margin[i] = 0;
+        self.bankruptcy[market.0 as usize] = Some(price);
+        sink.emit(Event::Liquidated { seq, account, market, qty: pos.qty, price });
+    }
+
+    /// A trade between an account and the liquidation engine at `price`, outside the book
+    /// (takeover and auto-deleveraging): no fees; the account's PnL goes to its wallet, the
+    /// liquidation engine's to the insurance fund.
+    #[allow(clippy::too_many_arguments)]
+    fn trade_with_liquidator<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        account_side: Side,
+        qty: Qty,
+        price: Price,
+        sink: &mut S,
+    ) {
+        let m = market.0 as usize;
+        let currency = self.markets[m].inst.settle;
+        let value = self.markets[m].inst.value(qty, price);
+        let (i, li) = (self.pm(account, market), self.pm(self.liquidator, market));
+        let (before, liq_before) = (self.positions[i].qty, self.positions[li].qty);
+        let realised = self.positions[i].apply_fill(account_side, qty, value);
+        let liq_realised = self.positions[li].apply_fill(account_side.opposite(), qty, value);
+        self.open[m].update(account, before, self.positions[i].qty);
+        self.open[m].update(self.liquidator, liq_before, self.positions[li].qty);
+        self.ledger.post_trade_cost(currency, value, -value);
+        if realised != 0 {
+            match self.ledger.realise(account, currency, realised) {
+                Ok(0) => {}
+                Ok(amount) => sink.emit(Event::InsuranceCovered { seq, account, currency, amount }),
+                Err(e) => {
+                    self.halt_on(seq, currency, crate::audit::AuditError::Settlement(e), sink)
+                }
+            }
+            sink.emit(Event::Realised { seq, account, market, amount: realised });
+        }
+        if liq_realised != 0 {
+            if let Err(e) = self.ledger.realise_insurance(currency, liq_realised) {
+                self.halt_on(seq, currency, crate::audit::AuditError::Settlement(e), sink);
+            }
+            let liquidator = self.liquidator;
+            sink.emit(Event::Realised { seq, account: liquidator, market, amount: liq_realised });
+        }
+    }
+
+    fn halt_on<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        currency: Currency,
+        error: crate::audit::AuditError,
+        sink: &mut S,
+    ) {
+        if self.halt.is_none() {
+            self.halt = Some(crate::audit::HaltEvidence { seq, error, groups: self.groups });
+            sink.emit(Event::Halted { seq, currency, discrepancy: 0 });
+        }
+    }
+
+    /// Work out the liquidation engine's position in `market` (see the module docs, 3).
+    fn work_out<S: EventSink>(&mut self, seq: Seq, market: MarketId, sink: &mut S) {
+        let liquidator = self.liquidator;
+        self.cancel_market_orders(seq, liquidator, market, CancelReason::Liquidation, sink);
+        let li = self.pm(liquidator, market);
+        let price = self.bankruptcy[market.0 as usize].unwrap_or(self.mark(market));
+        // 1. At the bankruptcy price or better.
+        self.liquidation_order(
+            seq,
+            market,
+            OrdType::Limit,
+            TimeInForce::ImmediateOrCancel,
+            price,
+            sink,
+        );
+        if self.positions[li].qty == 0 || self.halt.is_some() {
+            return;
+        }
+        // 2. Worse, down to the price band, if the fund can pay for the worst fill.
+        let worst = self.liquidator_loss_at_band(market);
+        let currency = self.markets[market.0 as usize].inst.settle;
+        let fund = self.ledger.balance(amdahl_ledger::Entry::Insurance, currency);
+        if fund >= worst {
+            let tif = TimeInForce::ImmediateOrCancel;
+            self.liquidation_order(seq, market, OrdType::Market, tif, price, sink);
+            if self.positions[li].qty == 0 || self.halt.is_some() {
+                return;
+            }
+            // 3a. The book is out of liquidity: rest at the bankruptcy price, try again on
+            // the next mark tick.
+            let tif = TimeInForce::GoodTillCancel;
+            self.liquidation_order(seq, market, OrdType::Limit, tif, price, sink);
+        } else {
+            // 3b. The fund cannot cover it: auto-deleverage at the bankruptcy price.
+            self.deleverage(seq, market, price, sink);
+        }
+    }
+
+    /// The loss the fund would bear closing the liquidation engine's position at the edge
+    /// of the price band (the worst a protected Market order can fill).
+    fn liquidator_loss_at_band(&self, market: MarketId) -> Money {
+        let pos = self.position(self.liquidator, market);
+        if pos.qty == 0 {
+            return 0;
+        }
+        let closing = if pos.qty > 0 { Side::Sell } else { Side::Buy };
+        let edge = self.protection_price(market, closing);
+        (-pos.unrealised(self.instrument(market), edge)).max(0)
+    }
+
+    /// Send an order of the liquidation engine closing its whole position in `market`.
+    fn liquidation_order<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        market: MarketId,
+        ord_type: OrdType,
+        time_in_force: TimeInForce,
+        price: Price,
+        sink: &mut S,
+    ) {
+        let liquidator = self.liquidator;
+        let pos = self.position(liquidator, market);
+        if pos.qty == 0 || self.orders.is_full() {
+            return;
+        }
+        let side = if pos.qty > 0 { Side::Sell } else { Side::Buy };
+        let qty = Qty(pos.qty.abs());
+        let price = (ord_type == OrdType::Limit).then_some(price);
+        let id = OrderId(self.next_order);
+        self.next_order += 1;
+        let record = OrderRecord {
+            id,
+            account: liquidator,
+            market,
+            side,
+            ord_type,
+            placed_type: ord_type,
+            time_in_force,
+            exec_inst: ExecInst::NONE,
+            qty,
+            leaves: qty,
+            cum: Qty(0),
+            price,
+            stop_px: None,
+            display: None,
+            client_tag: 0,
+            working: Working::Pending,
+            held_value: 0,
+            prev: NIL,
+            next: NIL,
+        };
+        let slot = self.add_record(record);
+        sink.emit(Event::OrderAccepted {
+            seq,
+            order: id,
+            account: liquidator,
+            market,
+            side,
+            ord_type,
+            qty,
+            price,
+            client_tag: 0,
+        });
+        self.execute(seq, slot, sink);
+    }
+
+    /// Close the liquidation engine's position against opposing positions in ADL order, at
+    /// `price` (the bankruptcy price of the liquidated position).
+    fn deleverage<S: EventSink>(&mut self, seq: Seq, market: MarketId, price: Price, sink: &mut S) {
+        let li = self.pm(self.liquidator, market);
+        let sign = -self.positions[li].qty.signum();
+        for candidate in self.adl_ranking(market, sign) {
+            let left = self.positions[li].qty.abs();
+            if left == 0 || self.halt.is_some() {
+                break;
+            }
+            let account = candidate.account;
+            let pos = self.position(account, market);
+            let qty = pos.qty.abs().min(left);
+            self.cancel_market_orders(seq, account, market, CancelReason::Deleveraged, sink);
+            let closing = if pos.qty > 0 { Side::Sell } else { Side::Buy };
+            self.trade_with_liquidator(seq, account, market, closing, Qty(qty), price, sink);
+            let delta = -pos.qty.signum() * qty;
+            sink.emit(Event::Deleveraged { seq, account, market, qty: delta, price });
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Liquidation, the insurance fund and auto-deleveraging, with numbers worked by hand.
+//!
+//! XBTUSD (market 0): inverse, tick 0.5 (ticks = 2 × USD), IM 1%, MM 0.5%, taker 0.075%.
+//! A 100x isolated long of 10,000 contracts at 10000.0 (20000 ticks):
+//!   value = 10,000 × round(−1e8 / 10000) = −100,000,000 (cost)
+//!   posInit = ⌈1% × 100,000,000⌉ = 1,000,000; posComm = ⌈101,000,000 × 0.00075⌉ = 75,750
+//!   margin M = 1,075,750; posMaint = ⌈0.5% × 100,000,000⌉ + 75,750 = 575,750.
+//! Liquidation price: the highest tick where M + markValue − cost < posMaint:
+//!   19899: unit round(−2e8/19899 = −10050.76) = −10051 → 1,075,750 − 510,000 = 565,750 < 575,750
+//!   19900: unit −10050 → 1,075,750 − 500,000 = 575,750, not below: so L = 19899 (9949.5).
+//! Bankruptcy price: the lowest tick where M + markValue − cost ≥ 0:
+//!   19788: unit round(−10107.14) = −10107 → 1,075,750 − 1,070,000 = 5,750 ≥ 0
+//!   19787: unit round(−10107.65) = −10108 → 1,075,750 − 1,080,000 < 0: so B = 19788 (9894.0).
+
+use amdahl_engine::EngineConfig;
+use amdahl_engine::testkit::{Harness, limit};
+use amdahl_ledger::Entry;
+use amdahl_types::{
+    AccountId, CancelReason, Command, Currency, Event, Leverage, MarketId, Price, Side,
+};
+
+const XBT: Currency = Currency::XBt;
+const USDT: Currency = Currency::USDt;
+const ONE_XBT: i64 = 100_000_000;
+const VICTIM: u32 = 0;
+const SHORT: u32 = 1;
+const BIDDER: u32 = 2;
+
+fn setup(insurance: i64) -> Harness {
+    let mut cfg = EngineConfig::reference(4);
+    cfg.insurance_fund = [insurance, insurance];
+    let mut h = Harness::new(&cfg);
+    for a in 0..4 {
+        h.deposit(a, XBT, ONE_XBT);
+        h.deposit(a, USDT, 100_000_000);
+    }
+    h.run(Command::SetLeverage {
+        account: AccountId(VICTIM),
+        market: MarketId(0),
+        leverage: Leverage(10_000),
+    });
+    h.run(Command::Place(limit(SHORT, 0, Side::Sell, 10_000, 20_000)));
+    h.run(Command::Place(limit(VICTIM, 0, Side::Buy, 10_000, 20_000)));
+    let p = h.engine.position(AccountId(VICTIM), MarketId(0));
+    assert_eq!((p.qty, p.cost), (10_000, -100_000_000));
+    assert_eq!(h.engine.position_margin(AccountId(VICTIM), MarketId(0)), 1_075_750);
+    assert_eq!(h.engine.bankruptcy_price(AccountId(VICTIM), MarketId(0)), Some(Price(19_788)));
+    h
+}
+
+fn insurance(h: &Harness, c: Currency) -> i64 {
+    h.engine.ledger().balance(Entry::Insurance, c)
+}
+
+fn liquidated(ev: &[Event]) -> Option<(i64, Price)> {
+    ev.iter().find_map(|e| match *e {
+        Event::Liquidated { qty, price, .. } => Some((qty, price)),
+        _ => None,
+    })
+}
+
+#[test]
+fn not_liquidated_at_maintenance_liquidated_one_tick_below() {
+    let mut h = setup(ONE_XBT);
+    let ev = h.mark(0, 19_900);
+    assert_eq!(liquidated(&ev), None);
+    assert!(!h.engine.is_liquidatable(AccountId(VICTIM), MarketId(0)));
+    // A resting order of the victim is cancelled first.
+    h.run(Command::Place(limit(VICTIM, 0, Side::Buy, 100, 19_000)));
+    let ev = h.mark(0, 19_899);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::OrderCanceled { reason: CancelReason::Liquidation, account: AccountId(0), .. }
+    )));
+    assert_eq!(liquidated(&ev), Some((10_000, Price(19_788))));
+    assert_eq!(h.engine.position(AccountId(VICTIM), MarketId(0)).qty, 0);
+    // The victim lost the margin, less the 5,750 the tick rounding left: closing 10,000 at
+    // 19788 realises 10,000 × (10000 − 10107) = −1,070,000. Wallet: 100,000,000 − 75,000
+    // (taker fee on the open: trunc(100,000,000 × 0.00075)) − 1,070,000 = 98,855,000.
+    assert_eq!(h.engine.ledger().wallet(AccountId(VICTIM), XBT), 98_855_000);
+    h.engine.audit_full().unwrap();
+}
+
+#[test]
+fn liquidation_filled_better_than_bankruptcy_pays_the_fund() {
+    let mut h = setup(ONE_XBT);
+    // A bid at 9900.0 (19800), above the bankruptcy price 9894.0.
+    h.run(Command::Place(limit(BIDDER, 0, Side::Buy, 10_000, 19_800)));
+    let ev = h.mark(0, 19_899);
+    assert_eq!(liquidated(&ev), Some((10_000, Price(19_788))));
+    // The liquidation engine bought at 19788 (unit −10107) and sells at 19800 (unit
+    // round(−10101.01) = −10101): it realises 10,000 × (10107 − 10101) = +60,000 into the fund.
+    assert!(ev.contains(&Event::Realised {
+        seq: amdahl_types::Seq(h.seq),
+        account: h.engine.liquidator(),
+        market: MarketId(0),
+        amount: 60_000,
+    }));
+    assert_eq!(insurance(&h, XBT), ONE_XBT + 60_000);
+    assert_eq!(h.engine.position(h.engine.liquidator(), MarketId(0)).qty, 0);
+    assert_eq!(h.engine.position(AccountId(BIDDER), MarketId(0)).qty, 10_000);
+    h.engine.audit_full().unwrap();
+}
+
+#[test]
+fn liquidation_filled_worse_than_bankruptcy_is_paid_by_the_fund() {
+    let mut h = setup(ONE_XBT);
+    // The only bid is at 9880.0 (19760), below the bankruptcy price.
+    h.run(Command::Place(limit(BIDDER, 0, Side::Buy, 10_000, 19_760)));
+    let ev = h.mark(0, 19_899);
+    assert_eq!(liquidated(&ev), Some((10_000, Price(19_788))));
+    // The IOC at 19788 finds nothing; the fund can pay for the worst band fill (at
+    // ⌈19899 × 0.9⌉ = 17910: 10,000 × (11167 − 10107) = 10,600,000 ≤ 1 XBT), so a protected
+    // Market order sells at 19760 (unit round(−10121.46) = −10121): the fund pays
+    // 10,000 × (10121 − 10107) = 140,000.
+    assert_eq!(insurance(&h, XBT), ONE_XBT - 140_000);
+    assert_eq!(h.engine.position(h.engine.liquidator(), MarketId(0)).qty, 0);
+    assert!(!ev.iter().any(|e| matches!(e, Event::Deleveraged { .. })));
+    h.engine.audit_full().unwrap();
+}
+
+#[test]
+fn empty_fund_auto_deleverages_the_opposing_position() {
+    let mut h = setup(0);
+    let ev = h.mark(0, 19_899);
+    assert_eq!(liquidated(&ev), Some((10_000, Price(19_788))));
+    // No bids, and a fund of 0 cannot pay for any worse fill: the short (the only opposing
+    // position, rank 5) is closed at the bankruptcy price 19788. It sold 10,000 at 10000.0
+    // (unit −10000) and buys back at unit −10107: it realises 10,000 × 107 = +1,070,000.
+    assert!(ev.contains(&Event::Deleveraged {
+        seq: amdahl_types::Seq(h.seq),
+        account: AccountId(SHORT),
+        market: MarketId(0),
+        qty: 10_000,
+        price: Price(19_788),
+    }));
+    assert!(ev.contains(&Event::Realised {
+        seq: amdahl_types::Seq(h.seq),
+        account: AccountId(SHORT),
+        market: MarketId(0),
+        amount: 1_070_000,
+    }));
+    assert_eq!(h.engine.position(AccountId(SHORT), MarketId(0)).qty, 0);
+    assert_eq!(h.engine.position(h.engine.liquidator(), MarketId(0)).qty, 0);
+    assert_eq!(insurance(&h, XBT), 0);
+    h.engine.audit_full().unwrap();
+}
+
+#[test]
+fn fund_with_no_book_waits_at_the_bankruptcy_price() {
+    let mut h = setup(ONE_XBT);
+    let ev = h.mark(0, 19_899);
+    assert_eq!(liquidated(&ev), Some((10_000, Price(19_788))));
+    // The fund could cover a band fill but there is no bid: the liquidation order rests at
+    // the bankruptcy price, and nobody is deleveraged.
+    assert!(!ev.iter().any(|e| matches!(e, Event::Deleveraged { .. })));
+    assert_eq!(h.engine.book(MarketId(0)).best_ask(), Some(Price(19_788)));
+    // A buyer arrives at the bankruptcy price: the fund is flat again, no gain, no loss.
+    h.run(Command::Place(limit(BIDDER, 0, Side::Buy, 10_000, 19_788)));
+    assert_eq!(h.engine.position(h.engine.liquidator(), MarketId(0)).qty, 0);
+    assert_eq!(insurance(&h, XBT), ONE_XBT);
+    h.engine.audit_full().unwrap();
+}
+
+#[test]
+fn linear_100x_long_liquidation() {
+    // XBTUSDT (market 2): linear, tick 0.5, value = qty × ticks / 2 USDt.
+    // Long 100,000 @ 20000.0 (40000 ticks): cost = 100,000 × 40000 / 2 = 2,000,000,000.
+    // posInit = 20,000,000; posComm = ⌈2,020,000,000 × 0.00075⌉ = 1,515,000; M = 21,515,000.
+    // posMaint = 10,000,000 + 1,515,000 = 11,515,000.
+    // L: M + value − cost < maint ⇔ value < 1,989,999,999... at 39800: 1,990,000,000 → equal,
+    // not below; at 39799: 1,989,950,000 → below: L = 39799.
+    // B: value ≥ cost − M = 1,978,485,000: at 39570: 1,978,500,000 ✓; 39569: 1,978,450,000 ✗.
+    let mut cfg = EngineConfig::reference(4);
+    cfg.markets[2].mark = Price(40_000);
+    cfg.insurance_fund = [0, 100_000_000];
+    let mut h = Harness::new(&cfg);
+    for a in 0..4 {
+        h.deposit(a, USDT, 100_000_000);
+    }
+    h.run(Command::SetLeverage {
+        account: AccountId(VICTIM),
+        market: MarketId(2),
+        leverage: Leverage(10_000),
+    });
+    h.run(Command::Place(limit(SHORT, 2, Side::Sell, 100_000, 40_000)));
+    h.run(Command::Place(limit(VICTIM, 2, Side::Buy, 100_000, 40_000)));
+    assert_eq!(h.engine.position_margin(AccountId(VICTIM), MarketId(2)), 21_515_000);
+    h.run(Command::Place(limit(BIDDER, 2, Side::Buy, 100_000, 39_600)));
+    assert_eq!(liquidated(&h.mark(2, 39_800)), None);
+    let ev = h.mark(2, 39_799);
+    assert_eq!(liquidated(&ev), Some((100_000, Price(39_570))));
+    // The victim realises 1,978,500,000 − 2,000,000,000 = −21,500,000; the fund gains
+    // 100,000 × (39600 − 39570) / 2 = 1,500,000 from the better fill.
+    assert!(ev.contains(&Event::Realised {
+        seq: amdahl_types::Seq(h.seq),
+        account: AccountId(VICTIM),
+        market: MarketId(2),
+        amount: -21_500_000,
+    }));
+    assert_eq!(insurance(&h, USDT), 100_000_000 + 1_500_000);
+    h.engine.audit_full().unwrap();
+}
+
+#[test]
+fn adl_indicator_ranks_profit_times_leverage() {
+    let mut h = setup(ONE_XBT);
+    // Two more shorts against a new long: account 3 shorts at a higher price (more profit
+    // when the price falls) and is ranked first.
+    h.run(Command::Place(limit(BIDDER, 0, Side::Buy, 1_000, 20_000)));
+    h.run(Command::Place(limit(3, 0, Side::Sell, 1_000, 20_000)));
+    h.mark(0, 19_950);
+    let short = h.engine.adl_indicator(AccountId(SHORT), MarketId(0));
+    let other = h.engine.adl_indicator(AccountId(3), MarketId(0));
+    assert!(short.is_some() && other.is_some());
+    assert_ne!(short, other, "two positions of different leverage rank apart");
+    assert_eq!(h.engine.adl_indicator(AccountId(VICTIM), MarketId(0)), Some(5));
+}
