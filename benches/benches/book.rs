@@ -216,7 +216,94 @@ fn check_same_work() {
     assert_eq!(o.depth(), t.depth(), "crossing: both books must end equal");
 }
 
+/// A diagnostic for profilers (`perf record`, `valgrind --tool=callgrind`): with
+/// `BOOK_PROFILE=<scenario>[:lobster]` in the environment, run only that scenario on one
+/// book, `BOOK_PROFILE_REPS` times (default 20; the cancel scenario drains once per rep),
+/// print the time and exit. Scenarios: `crossing`, `adds`, `cancels`.
+fn profile(spec: &str) {
+    let (scenario, theirs) = match spec.strip_suffix(":lobster") {
+        Some(scenario) => (scenario, true),
+        None => (spec, false),
+    };
+    let reps = std::env::var("BOOK_PROFILE_REPS").ok().and_then(|r| r.parse().ok());
+    let reps: u64 = reps.unwrap_or(20);
+    fn run<B: Bench>(scenario: &str, reps: u64) -> (usize, Duration) {
+        match scenario {
+            "crossing" => {
+                let s = crossing(SEED, CROSS_BATCH);
+                (CROSS_BATCH * reps as usize, timed_fresh::<B>(&s.book, &s.takers, reps))
+            }
+            "adds" => {
+                let ops = resting_adds(SEED, ADDS);
+                (ADDS * reps as usize, timed_fresh::<B>(&[], &ops, reps))
+            }
+            "cancels" => {
+                let s = cancels(SEED, CANCEL_BOOK);
+                let mut d = Drain::<B>::new();
+                (CANCEL_BOOK * reps as usize, d.timed(&s, CANCEL_BOOK, reps))
+            }
+            _ => panic!("BOOK_PROFILE: unknown scenario {scenario:?}"),
+        }
+    }
+    if let Some(part) = scenario.strip_prefix("cancels-") {
+        cancel_parts(part, reps);
+        return;
+    }
+    let (ops, d) = if theirs { run::<Theirs>(scenario, reps) } else { run::<Ours>(scenario, reps) };
+    println!("{spec}: {ops} ops in {d:?}: {:.0} ops/s", ops_per_s(ops, d));
+}
+
+/// The cancel scenario split in two: `book` cancels by handles kept in a `Vec` indexed by
+/// id (no hash map: the book's own cost), `map` only removes the ids from the
+/// `FxHashMap<u64, OrderHandle>` of a built `Ours` (the id map's cost).
+fn cancel_parts(part: &str, reps: u64) {
+    let s = cancels(SEED, CANCEL_BOOK);
+    let mut total = Duration::ZERO;
+    for _ in 0..reps {
+        let mut ours = build_ours(&s.book, capacity(s.book.len()));
+        let ids: Vec<u64> = s
+            .cancels
+            .iter()
+            .map(|op| match *op {
+                Op::Cancel { id } => id,
+                _ => unreachable!(),
+            })
+            .collect();
+        let t = match part {
+            "book" => {
+                let mut by_id = vec![None; s.book.len() + 2];
+                for (&id, &h) in &ours.handles {
+                    by_id[id as usize] = Some(h);
+                }
+                let t = Instant::now();
+                for &id in black_box(&ids) {
+                    if let Some(h) = by_id[id as usize].take() {
+                        ours.book.cancel(h);
+                    }
+                }
+                t.elapsed()
+            }
+            "map" => {
+                let t = Instant::now();
+                for &id in black_box(&ids) {
+                    black_box(ours.handles.remove(&id));
+                }
+                t.elapsed()
+            }
+            _ => panic!("BOOK_PROFILE: unknown cancel part {part:?}"),
+        };
+        total += t;
+        black_box(&ours);
+    }
+    let ops = CANCEL_BOOK * reps as usize;
+    println!("cancels-{part}: {ops} ops in {total:?}: {:.0} ops/s", ops_per_s(ops, total));
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("BOOK_PROFILE") {
+        profile(&spec);
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--test" || a == "--list");
     if !quick {

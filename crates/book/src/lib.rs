@@ -152,7 +152,12 @@ pub struct Level {
 const NIL: u32 = u32::MAX;
 
 /// A slot of the order pool: a resting order and its links in its level's queue.
+///
+/// Exactly one 64-byte cache line (aligned to it), so touching an order (cancel, fill, a
+/// queue neighbour's link) costs one line. The level is not stored: `ladder[price]` finds
+/// it. A vacant slot has `order.leaves == 0` (a resting order always has leaves > 0).
 #[derive(Clone, Copy)]
+#[repr(align(64))]
 struct OrderNode {
     order: RestingOrder,
     /// The displayed slice still to fill; zero for hidden orders.
@@ -160,8 +165,6 @@ struct OrderNode {
     /// Neighbours in the level queue; `next` doubles as the free-list link.
     prev: u32,
     next: u32,
-    level: u32,
-    in_use: bool,
 }
 
 impl OrderNode {
@@ -177,9 +180,13 @@ impl OrderNode {
         shown: Qty(0),
         prev: NIL,
         next: NIL,
-        level: NIL,
-        in_use: false,
     };
+
+    /// Does the slot hold a resting order?
+    #[inline]
+    fn in_use(&self) -> bool {
+        self.order.leaves.0 > 0
+    }
 
     /// Fully hidden orders queue behind every displayed order of their level.
     #[inline]
@@ -274,8 +281,8 @@ impl PriceLevel {
     }
 }
 
-const _: () = assert!(size_of::<OrderNode>() <= 72);
-const _: () = assert!(size_of::<PriceLevel>() <= 56);
+const _: () = assert!(size_of::<OrderNode>() == 64);
+const _: () = assert!(size_of::<PriceLevel>() <= 48);
 
 pub struct Book {
     config: BookConfig,
@@ -307,17 +314,19 @@ impl Book {
         for (slot, node) in orders.iter_mut().enumerate() {
             node.next = if slot + 1 < capacity { slot as u32 + 1 } else { NIL };
         }
-        let mut levels = vec![PriceLevel::VACANT; capacity];
+        // A level holds at least one order at one valid price: no more levels than either.
+        let level_capacity = capacity.min(max_tick as usize);
+        let mut levels = vec![PriceLevel::VACANT; level_capacity];
         for (slot, level) in levels.iter_mut().enumerate() {
-            level.next_free = if slot + 1 < capacity { slot as u32 + 1 } else { NIL };
+            level.next_free = if slot + 1 < level_capacity { slot as u32 + 1 } else { NIL };
         }
-        let first = if capacity > 0 { 0 } else { NIL };
+        let first = |capacity| if capacity > 0 { 0 } else { NIL };
         Book {
             config,
             orders,
-            free_order: first,
+            free_order: first(capacity),
             levels,
-            free_level: first,
+            free_level: first(level_capacity),
             ladder: vec![NIL; max_tick as usize + 1],
             occupied: [PriceBitmap::new(max_tick), PriceBitmap::new(max_tick)],
             best: [0, 0],
@@ -409,8 +418,7 @@ impl Book {
         self.free_order = self.orders[slot as usize].next;
         let level = self.level_for(order.side, order.price);
         let shown = slice(&order);
-        self.orders[slot as usize] =
-            OrderNode { order, shown, prev: NIL, next: NIL, level, in_use: true };
+        self.orders[slot as usize] = OrderNode { order, shown, prev: NIL, next: NIL };
         let lvl = &mut self.levels[level as usize];
         if order.display == Some(Qty::ZERO) {
             lvl.hidden.push_back(&mut self.orders, slot);
@@ -443,7 +451,7 @@ impl Book {
         let node = &mut self.orders[handle.0 as usize];
         node.order.leaves = new_leaves;
         node.shown = new_shown;
-        let level = &mut self.levels[node.level as usize];
+        let level = &mut self.levels[self.ladder[node.order.price.0 as usize] as usize];
         level.total -= leaves - new_leaves;
         level.visible -= shown - new_shown;
     }
@@ -512,12 +520,12 @@ impl Book {
             assert_eq!(walked, scanned, "{side:?} bitmap walk disagrees with the ladder");
         }
         assert_eq!(orders_seen, self.len, "order count");
-        let in_use = self.orders.iter().filter(|node| node.in_use).count();
+        let in_use = self.orders.iter().filter(|node| node.in_use()).count();
         assert_eq!(in_use, self.len as usize, "in-use slots");
         let mut free = 0;
         let mut slot = self.free_order;
         while slot != NIL {
-            assert!(!self.orders[slot as usize].in_use, "free list holds a live slot");
+            assert!(!self.orders[slot as usize].in_use(), "free list holds a live slot");
             free += 1;
             slot = self.orders[slot as usize].next;
         }
@@ -562,7 +570,7 @@ impl Book {
             let (mut slot_at, mut prev) = (queue.head, NIL);
             while slot_at != NIL {
                 let node = &self.orders[slot_at as usize];
-                assert!(node.in_use && node.level == slot && node.prev == prev, "queue links");
+                assert!(node.in_use() && node.prev == prev, "queue links");
                 assert_eq!((node.order.side, node.order.price.0), (side, price), "order place");
                 assert_eq!(node.is_hidden(), hidden, "order in the wrong queue");
                 assert!(node.order.leaves.0 > 0, "resting order without leaves");
@@ -588,7 +596,7 @@ impl Book {
     #[inline]
     fn node(&self, handle: OrderHandle) -> &OrderNode {
         match self.orders.get(handle.0 as usize) {
-            Some(node) if node.in_use => node,
+            Some(node) if node.in_use() => node,
             _ => panic!("stale order handle {handle:?}: the order has left the book"),
         }
     }
@@ -687,7 +695,7 @@ impl Book {
         let hidden = node.is_hidden();
         let qty = want.min(if hidden { node.order.leaves } else { node.shown });
         node.order.leaves -= qty;
-        let level = &mut self.levels[node.level as usize];
+        let level = &mut self.levels[self.ladder[node.order.price.0 as usize] as usize];
         level.total -= qty;
         if !hidden {
             node.shown -= qty;
@@ -717,7 +725,7 @@ impl Book {
         let node = &mut self.orders[maker as usize];
         node.shown = slice(&node.order);
         let shown = node.shown;
-        let level = &mut self.levels[node.level as usize];
+        let level = &mut self.levels[self.ladder[node.order.price.0 as usize] as usize];
         level.visible += shown;
         level.displayed.unlink(&mut self.orders, maker);
         level.displayed.push_back(&mut self.orders, maker);
@@ -727,8 +735,9 @@ impl Book {
     #[inline]
     fn remove_order(&mut self, slot: u32) -> RestingOrder {
         let node = &mut self.orders[slot as usize];
-        let (order, shown, level_slot) = (node.order, node.shown, node.level);
-        node.in_use = false;
+        let (order, shown) = (node.order, node.shown);
+        node.order.leaves = Qty::ZERO; // Vacant from here on.
+        let level_slot = self.ladder[order.price.0 as usize];
         let level = &mut self.levels[level_slot as usize];
         if order.display == Some(Qty::ZERO) {
             level.hidden.unlink(&mut self.orders, slot);
@@ -738,9 +747,7 @@ impl Book {
         level.visible -= shown;
         level.total -= order.leaves;
         level.count -= 1;
-        let node = &mut self.orders[slot as usize];
-        node.next = self.free_order;
-        node.level = NIL;
+        self.orders[slot as usize].next = self.free_order;
         self.free_order = slot;
         self.len -= 1;
         if level.count == 0 {

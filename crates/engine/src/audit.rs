@@ -11,6 +11,8 @@ use crate::margin::AccountMarket;
 use crate::orders::Working;
 
 /// Why the engine halted. Carried as evidence; the engine never patches balances.
+// Built once, on the way to a halt: its size does not matter, and boxing would allocate.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum AuditError {
     /// The ledger's invariant or its recomputation failed.

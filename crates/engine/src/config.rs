@@ -1,14 +1,61 @@
 use amdahl_risk::Instrument;
-use amdahl_types::{Currency, Money, Price};
+use amdahl_risk::fair::MarkMethod;
+use amdahl_risk::funding::FundingSchedule;
+use amdahl_risk::index::IndexConfig;
+use amdahl_types::{Currency, Money, Price, Rate, Timestamp};
 
-/// One market: its instrument and its opening mark price.
+/// One market: its instrument, its opening mark price and its risk lifecycle.
 #[derive(Clone, Debug)]
 pub struct MarketConfig {
     pub instrument: Instrument,
-    /// The mark price at start (later marks arrive as `Command::Mark`).
+    /// The mark price at start.
     pub mark: Price,
     /// The most orders that can rest in this market's book at once.
     pub max_resting: u32,
+    pub lifecycle: Lifecycle,
+}
+
+/// How a market's index, mark, funding and expiry work. The default is the bare market
+/// the engine's own tests use: index and mark arrive whole as commands (`Command::Index`,
+/// `Command::Mark`: an external index and mark service), no funding, no expiry.
+#[derive(Clone, Debug, Default)]
+pub struct Lifecycle {
+    /// A composite index fed by `Command::IndexPrice` constituent prices.
+    pub index: Option<IndexConfig>,
+    /// The engine computes the mark on every tick: fair price (from the index) or last
+    /// price. `None`: marks arrive as `Command::Mark`.
+    pub mark: Option<MarkMethod>,
+    /// Perpetual funding.
+    pub funding: Option<FundingParams>,
+    /// A dated future: it settles at this time at the 30-minute TWAP of the index.
+    pub expiry: Option<Timestamp>,
+}
+
+/// Perpetual funding (API.md §10): `F = P + clamp(I − P, ±0.05%)`, capped.
+#[derive(Clone, Copy, Debug)]
+pub struct FundingParams {
+    pub schedule: FundingSchedule,
+    /// Daily interest rates of the quote and base currencies (XBTUSD: 0.06%, 0.03%).
+    pub quote_rate: Rate,
+    pub base_rate: Rate,
+    /// The notional (in settlement units) the impact bid/ask prices must fill.
+    pub impact_notional: Money,
+    /// How often the premium index is sampled (BitMEX: every minute).
+    pub premium_every_ns: i64,
+}
+
+impl FundingParams {
+    /// XBTUSD's: 8 h at 04:00/12:00/20:00 UTC, I = 0.01%, impact notional 10,000 USD at
+    /// ~10,000 USD/XBT = 1 XBT, sampled every minute.
+    pub fn bitmex_xbtusd() -> FundingParams {
+        FundingParams {
+            schedule: FundingSchedule::BITMEX_8H,
+            quote_rate: Rate(60_000),
+            base_rate: Rate(30_000),
+            impact_notional: 100_000_000,
+            premium_every_ns: 60_000_000_000,
+        }
+    }
 }
 
 /// Every capacity and limit of the engine; nothing grows past these.
@@ -40,18 +87,21 @@ impl EngineConfig {
                 instrument: Instrument::xbtusd(),
                 mark: Price(20_000),
                 max_resting: 1 << 16,
+                lifecycle: Lifecycle::default(),
             },
             // ETHUSD at 2000.00: 40000 ticks of 0.05.
             MarketConfig {
                 instrument: Instrument::ethusd(),
                 mark: Price(40_000),
                 max_resting: 1 << 16,
+                lifecycle: Lifecycle::default(),
             },
             // XBTUSDT at 10000.0: 20000 ticks of 0.5.
             MarketConfig {
                 instrument: Instrument::xbtusdt(),
                 mark: Price(20_000),
                 max_resting: 1 << 16,
+                lifecycle: Lifecycle::default(),
             },
         ];
         EngineConfig {
@@ -73,6 +123,21 @@ impl EngineConfig {
             m.instrument.validate().map_err(|e| format!("market {i}: {e}"))?;
             if m.mark.0 <= 0 || m.mark > m.instrument.max_price {
                 return Err(format!("market {i}: opening mark outside 1..=max_price"));
+            }
+            if let Some(ix) = &m.lifecycle.index {
+                ix.validate().map_err(|e| format!("market {i}: index: {e}"))?;
+            }
+            if let Some(f) = &m.lifecycle.funding {
+                f.schedule.validate().map_err(|e| format!("market {i}: {e}"))?;
+                if f.premium_every_ns <= 0 || f.impact_notional <= 0 {
+                    return Err(format!("market {i}: funding sampling must be positive"));
+                }
+            }
+            if m.lifecycle.mark == Some(MarkMethod::FairPrice) && m.lifecycle.index.is_none() {
+                return Err(format!("market {i}: fair-price marking needs a composite index"));
+            }
+            if m.lifecycle.funding.is_some() && m.lifecycle.expiry.is_some() {
+                return Err(format!("market {i}: a market is perpetual (funding) or dated"));
             }
         }
         if self.accounts == 0 || self.max_orders == 0 {

@@ -40,6 +40,7 @@ pub(crate) struct Triggers {
 }
 
 pub(crate) struct Market {
+    pub life: crate::lifecycle::LifeState,
     pub inst: Instrument,
     pub mark: Price,
     pub index: Option<Price>,
@@ -90,6 +91,10 @@ pub struct Engine {
     /// Per market: the bankruptcy price of the latest takeover (the price its liquidation
     /// order works at and auto-deleveraging closes at).
     pub(crate) bankruptcy: Vec<Option<Price>>,
+    /// The sequencer's clock at the current command (not hashed: see `state_hash`).
+    pub(crate) now: Timestamp,
+    /// Reusable space for canonical (sorted) walks over accounts.
+    pub(crate) scratch: Vec<u32>,
 }
 
 /// The accounts with an open position in one market, in a dense list with O(1) insert and
@@ -139,6 +144,7 @@ impl Engine {
                 .markets
                 .iter()
                 .map(|m| Market {
+                    life: crate::lifecycle::LifeState::new(&m.lifecycle),
                     inst: m.instrument.clone(),
                     mark: m.mark,
                     index: None,
@@ -175,6 +181,8 @@ impl Engine {
             queued: vec![false; rows * n_markets],
             extra_margin: vec![0; rows * n_markets],
             bankruptcy: vec![None; n_markets],
+            now: Timestamp(0),
+            scratch: Vec::with_capacity(rows),
         }
     }
 
@@ -274,6 +282,7 @@ impl Engine {
         if self.halt.is_some() {
             return;
         }
+        self.now = cmd.time;
         self.roll_day(cmd.time, seq, sink);
         match cmd.command {
             Command::Deposit { account, currency, amount } => {
@@ -292,6 +301,13 @@ impl Engine {
             Command::Mark { market, price } => self.set_mark(seq, market, price, sink),
             Command::Index { market, price } => self.set_index(seq, market, price, sink),
             Command::Liquidate { account, market } => self.liquidate(seq, account, market, sink),
+            Command::IndexPrice { market, source, price } => {
+                self.index_price_command(seq, market, source, price, sink)
+            }
+            Command::Tick => self.tick(seq, sink),
+            Command::TransferMargin { account, market, amount } => {
+                self.transfer_margin(seq, account, market, amount, sink)
+            }
         }
     }
 
@@ -395,6 +411,9 @@ impl Engine {
             return Err(RejectReason::AllOrNoneRemoved);
         }
         let market = &self.markets[o.market.0 as usize];
+        if market.life.settled {
+            return Err(RejectReason::MarketClosed);
+        }
         let inst = &market.inst;
         match (o.ord_type.has_limit_price(), o.price) {
             (true, None) => return Err(RejectReason::MissingPrice),
@@ -1179,6 +1198,9 @@ impl Engine {
             return self.reject(seq, account, RejectReason::InvalidLeverage, 0, sink);
         }
         let i = self.pm(account, market);
+        if self.markets[market.0 as usize].life.settled {
+            return self.reject(seq, account, RejectReason::MarketClosed, 0, sink);
+        }
         let old = self.positions[i].leverage;
         if old == leverage {
             return self.reject(seq, account, RejectReason::InvalidLeverage, 0, sink);
@@ -1190,6 +1212,10 @@ impl Engine {
         if after < 0 && after < before {
             self.positions[i].leverage = old;
             return self.reject(seq, account, RejectReason::InsufficientAvailableBalance, 0, sink);
+        }
+        if leverage == Leverage::CROSS {
+            // Cross margin has no isolated margin: what was transferred in is free again.
+            self.extra_margin[i] = 0;
         }
         sink.emit(Event::LeverageChanged { seq, account, market, leverage });
     }
@@ -1215,6 +1241,18 @@ impl Engine {
             let reason = self.reference_error(market, price);
             return self.reject(seq, AccountId(u32::MAX), reason, 0, sink);
         }
+        self.apply_mark(seq, market, price, sink);
+    }
+
+    /// A new mark: publish it, re-margin the market, audit everything at the group's end,
+    /// and fire mark-triggered orders.
+    pub(crate) fn apply_mark<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        market: MarketId,
+        price: Price,
+        sink: &mut S,
+    ) {
         self.markets[market.0 as usize].mark = price;
         // BitMEX audits the whole system on every mark change.
         self.full_audit_due = true;

@@ -21,13 +21,14 @@
 mod audit;
 mod config;
 mod engine;
+mod lifecycle;
 mod liquidation;
 mod margin;
 mod orders;
 mod sink;
 
 pub use audit::{AuditError, HaltEvidence};
-pub use config::{EngineConfig, MarketConfig};
+pub use config::{EngineConfig, FundingParams, Lifecycle, MarketConfig};
 pub use engine::Engine;
 pub use orders::{OrderRecord, Working};
 pub use sink::{EventSink, HashSink};

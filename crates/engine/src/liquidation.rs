@@ -241,7 +241,7 @@ impl Engine {
     /// (takeover and auto-deleveraging): no fees; the account's PnL goes to its wallet, the
     /// liquidation engine's to the insurance fund.
     #[allow(clippy::too_many_arguments)]
-    fn trade_with_liquidator<S: EventSink>(
+    pub(crate) fn trade_with_liquidator<S: EventSink>(
         &mut self,
         seq: Seq,
         account: AccountId,
@@ -280,7 +280,7 @@ impl Engine {
         }
     }
 
-    fn halt_on<S: EventSink>(
+    pub(crate) fn halt_on<S: EventSink>(
         &mut self,
         seq: Seq,
         currency: Currency,

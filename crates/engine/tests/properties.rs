@@ -905,6 +905,13 @@ impl Checker {
                 | Event::InsuranceCovered { .. }
                 | Event::Liquidated { .. }
                 | Event::Deleveraged { .. }
+                | Event::IndexHeld { .. }
+                | Event::IndexResumed { .. }
+                | Event::FundingPaid { .. }
+                | Event::FundingRate { .. }
+                | Event::SettledPosition { .. }
+                | Event::Settled { .. }
+                | Event::MarginTransferred { .. }
                 | Event::LeverageChanged { .. }
                 | Event::MarkChanged { .. }
                 | Event::Deposited { .. }

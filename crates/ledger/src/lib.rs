@@ -30,6 +30,9 @@ pub enum Entry {
     Fees,
     /// The insurance fund: absorbs losses past the bankruptcy price.
     Insurance,
+    /// Funding passes through here: payers in, receivers out, the rounding residue to the
+    /// insurance fund; it is empty between commands.
+    Clearing,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -52,6 +55,7 @@ pub struct Totals {
     pub wallets: i128,
     pub fees: Money,
     pub insurance: Money,
+    pub clearing: Money,
     /// Σ of all open-position costs (BitMEX sign).
     pub position_cost: i128,
     pub deposits: i128,
@@ -61,7 +65,7 @@ pub struct Totals {
 impl Totals {
     /// Left side minus right side of the audit invariant; zero when the books balance.
     pub fn discrepancy(&self) -> i128 {
-        self.wallets + self.fees as i128 + self.insurance as i128
+        self.wallets + self.fees as i128 + self.insurance as i128 + self.clearing as i128
             - self.position_cost
             - (self.deposits - self.withdrawals)
     }
@@ -101,6 +105,7 @@ impl Ledger {
             Entry::Wallet(a) => self.wallet(a, currency),
             Entry::Fees => self.totals[currency.index()].fees,
             Entry::Insurance => self.totals[currency.index()].insurance,
+            Entry::Clearing => self.totals[currency.index()].clearing,
         }
     }
 
@@ -191,6 +196,7 @@ impl Ledger {
             }
             Entry::Fees => self.totals[c].fees += amount,
             Entry::Insurance => self.totals[c].insurance += amount,
+            Entry::Clearing => self.totals[c].clearing += amount,
         }
     }
 
@@ -306,7 +312,8 @@ impl Ledger {
             recomputed.position_cost = position_cost[c];
             let negative = self.wallets[c].iter().any(|&w| w < 0)
                 || incremental.fees < 0
-                || incremental.insurance < 0;
+                || incremental.insurance < 0
+                || incremental.clearing < 0;
             let discrepancy = recomputed.discrepancy();
             if discrepancy != 0 || recomputed != incremental || negative {
                 let recomputed = Some(recomputed);
@@ -332,6 +339,7 @@ impl Ledger {
             let t = &self.totals[c];
             h.write_i64(t.fees);
             h.write_i64(t.insurance);
+            h.write_i64(t.clearing);
             h.write_i128(t.position_cost);
             h.write_i128(t.deposits);
             h.write_i128(t.withdrawals);

@@ -2,7 +2,7 @@
 
 use crate::{
     AccountId, AmendOrder, Currency, Leverage, MarketId, Money, NewOrder, OrdType, OrderId, Price,
-    Qty, Seq, Side, Timestamp,
+    Qty, Rate, Seq, Side, Timestamp,
 };
 
 /// One input to the engine. The sequencer stamps it with a `Seq` and a `Timestamp`.
@@ -47,6 +47,21 @@ pub enum Command {
         market: MarketId,
         price: Price,
     },
+    /// A constituent price of the market's composite index (a spot venue's last price).
+    IndexPrice {
+        market: MarketId,
+        source: u8,
+        price: Price,
+    },
+    /// The sequencer's clock tick (about once a second): index staleness, fair-price
+    /// marks, premium samples, funding and settlement happen on the journaled clock.
+    Tick,
+    /// Move margin into (`amount` > 0) or out of (< 0) an isolated position.
+    TransferMargin {
+        account: AccountId,
+        market: MarketId,
+        amount: Money,
+    },
     /// Engine-generated, never accepted from a client: work out a position the remargin
     /// pass of an earlier group found below maintenance (DESIGN.md §2: liquidations found in
     /// group g enter group g+1 as commands, so every topology replays them identically).
@@ -65,10 +80,15 @@ impl Command {
             | Command::Withdraw { account, .. }
             | Command::Cancel { account, .. }
             | Command::CancelAll { account, .. }
-            | Command::SetLeverage { account, .. } => Some(*account),
+            | Command::SetLeverage { account, .. }
+            | Command::TransferMargin { account, .. } => Some(*account),
             Command::Place(o) => Some(o.account),
             Command::Amend(a) => Some(a.account),
-            Command::Mark { .. } | Command::Index { .. } | Command::Liquidate { .. } => None,
+            Command::Mark { .. }
+            | Command::Index { .. }
+            | Command::IndexPrice { .. }
+            | Command::Tick
+            | Command::Liquidate { .. } => None,
         }
     }
 }
@@ -128,6 +148,12 @@ pub enum RejectReason {
     NoLiquidity,
     /// A `Liquidate` command found the position back above maintenance (or flat).
     NotLiquidatable,
+    /// The market has settled (a dated future past expiry).
+    MarketClosed,
+    /// The market has no composite index, or no such constituent.
+    UnknownConstituent,
+    /// A margin transfer on a cross position, of zero, or below the initial margin.
+    InvalidTransfer,
 }
 
 impl RejectReason {
@@ -171,6 +197,11 @@ impl RejectReason {
             RejectReason::CapacityExhausted => "The system is at capacity",
             RejectReason::NoLiquidity => "Market order found no liquidity",
             RejectReason::NotLiquidatable => "Position is not below maintenance margin",
+            RejectReason::MarketClosed => "Instrument expired",
+            RejectReason::UnknownConstituent => "Unknown index constituent",
+            RejectReason::InvalidTransfer => {
+                "Invalid transferMargin: isolated positions only, and not below initial margin"
+            }
         }
     }
 }
@@ -204,6 +235,8 @@ pub enum CancelReason {
     Liquidation,
     /// The account's position was auto-deleveraged.
     Deleveraged,
+    /// The market settled at expiry.
+    Settlement,
 }
 
 /// One output of the engine. The stream of events (with their order) is the contract every
@@ -332,6 +365,54 @@ pub enum Event {
         market: MarketId,
         qty: i64,
         price: Price,
+    },
+    /// The composite index lost too many constituents and holds its last good value.
+    IndexHeld {
+        seq: Seq,
+        market: MarketId,
+        usable: u8,
+        required: u8,
+    },
+    /// Enough constituents again.
+    IndexResumed {
+        seq: Seq,
+        market: MarketId,
+        price: Price,
+    },
+    /// A funding payment: `amount` is the wallet change (negative: paid).
+    FundingPaid {
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        amount: Money,
+        rate: Rate,
+    },
+    /// The rate that will be paid at `next` (nanoseconds since the epoch).
+    FundingRate {
+        seq: Seq,
+        market: MarketId,
+        rate: Rate,
+        next: Timestamp,
+    },
+    /// A position closed at the settlement price of an expired future.
+    SettledPosition {
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        qty: i64,
+        price: Price,
+    },
+    /// A dated future settled; the market is closed.
+    Settled {
+        seq: Seq,
+        market: MarketId,
+        price: Price,
+    },
+    MarginTransferred {
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        amount: Money,
     },
     /// The audit failed; the engine accepts no more writes.
     Halted {

@@ -1,0 +1,311 @@
+//! `amdahl bench`: generate a seeded workload, run it through the serial engine, and
+//! report throughput, latency percentiles, reject counts and the output/state hashes.
+//!
+//! Timing: the workload is generated (and the setup deposits applied) before the clock
+//! starts. The timed loop reads `Instant::now()` once per command and once more per group
+//! (a chained clock: each reading ends one interval and starts the next), so the command,
+//! audit and group intervals tile the run without gaps. The clock read itself is measured
+//! beforehand and reported as `timer_overhead_ns` (it is inside every command interval).
+
+use std::time::Instant;
+
+use amdahl_engine::{Engine, EventSink, HashSink};
+use amdahl_types::{Event, RejectReason, Sequenced};
+use amdahl_workload::{WorkloadConfig, apply_grouped, generate};
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde_json::{Map, Value, json};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Workload seed: the same seed and flags give the same commands, events and hashes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Markets (even: XBTUSD-like inverse, odd: XBTUSDT-like linear).
+    #[arg(long, default_value_t = 4)]
+    pub markets: u16,
+    #[arg(long, default_value_t = 100_000)]
+    pub accounts: u32,
+    /// Commands in the timed mix (after the setup deposits).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub commands: u64,
+    /// A mark tick every this many commands (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub mark_every: u64,
+    /// Commands per group (the engine audits after each group).
+    #[arg(long, default_value_t = 64)]
+    pub group_size: u32,
+    /// The engine's periodic full audit, every this many groups (0: only on mark ticks).
+    #[arg(long, default_value_t = 64)]
+    pub full_audit_every: u64,
+    /// Engine threads. Only 1 (the serial engine) for now.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+}
+
+impl BenchArgs {
+    pub fn workload(&self) -> WorkloadConfig {
+        WorkloadConfig {
+            seed: self.seed,
+            markets: self.markets,
+            accounts: self.accounts,
+            commands: self.commands,
+            mark_every: self.mark_every,
+            group_size: self.group_size,
+            full_audit_every: self.full_audit_every,
+        }
+    }
+}
+
+pub struct Report {
+    pub json: Value,
+    pub halted: bool,
+}
+
+/// Event kinds counted by name; every other kind (deposits, withdrawals, index ticks, and
+/// any added later) counts as "Other", so a new `Event` variant needs no change here.
+const KINDS: [&str; 11] = [
+    "Rejected",
+    "OrderAccepted",
+    "OrderTriggered",
+    "Fill",
+    "OrderCanceled",
+    "OrderAmended",
+    "Realised",
+    "LeverageChanged",
+    "MarkChanged",
+    "Halted",
+    "Other",
+];
+
+/// Hashes every event (as `HashSink`) and counts events by kind and rejects by reason in
+/// fixed arrays: a few nanoseconds per event, no allocation.
+struct CountingSink {
+    hash: HashSink,
+    kinds: [u64; KINDS.len()],
+    rejects: [u64; 256],
+    reasons: [Option<RejectReason>; 256],
+}
+
+impl CountingSink {
+    fn new() -> CountingSink {
+        CountingSink {
+            hash: HashSink::default(),
+            kinds: [0; KINDS.len()],
+            rejects: [0; 256],
+            reasons: [None; 256],
+        }
+    }
+}
+
+impl EventSink for CountingSink {
+    #[inline]
+    fn emit(&mut self, event: Event) {
+        let kind = match event {
+            Event::Rejected { reason, .. } => {
+                let r = reason as u8 as usize;
+                self.rejects[r] += 1;
+                self.reasons[r] = Some(reason);
+                0
+            }
+            Event::OrderAccepted { .. } => 1,
+            Event::OrderTriggered { .. } => 2,
+            Event::Fill { .. } => 3,
+            Event::OrderCanceled { .. } => 4,
+            Event::OrderAmended { .. } => 5,
+            Event::Realised { .. } => 6,
+            Event::LeverageChanged { .. } => 7,
+            Event::MarkChanged { .. } => 8,
+            Event::Halted { .. } => 9,
+            _ => 10,
+        };
+        self.kinds[kind] += 1;
+        self.hash.emit(event);
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 ns … 100 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    json!({
+        "p50": h.value_at_quantile(0.50),
+        "p99": h.value_at_quantile(0.99),
+        "p99.9": h.value_at_quantile(0.999),
+        "max": h.max(),
+        "mean": (h.mean() * 10.0).round() / 10.0,
+        "count": h.len(),
+    })
+}
+
+/// The cost of one `Instant::now()` (the median of 101 batches of 1000 reads).
+fn timer_overhead_ns() -> f64 {
+    let mut batches: Vec<f64> = (0..101)
+        .map(|_| {
+            let start = Instant::now();
+            let mut last = start;
+            for _ in 0..1000 {
+                last = std::hint::black_box(Instant::now());
+            }
+            (last - start).as_nanos() as f64 / 1000.0
+        })
+        .collect();
+    batches.sort_by(f64::total_cmp);
+    batches[50]
+}
+
+/// This thread's time on a CPU and waiting for one, in seconds, from Linux's
+/// `/proc/thread-self/schedstat` (None elsewhere). On a shared machine the wait shows how
+/// much of the wall-clock time other processes took.
+fn schedstat() -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut fields = s.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let run = fields.next()??;
+    let wait = fields.next()??;
+    Some((run as f64 / 1e9, wait as f64 / 1e9))
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    (d.as_nanos() as u64).max(1)
+}
+
+/// What the timed loop measured.
+struct Timed {
+    command_ns: Histogram<u64>,
+    group_ns: Histogram<u64>,
+    audit_ns: Histogram<u64>,
+    audit_total_ns: u64,
+    sink: CountingSink,
+    groups: u64,
+    seconds: f64,
+}
+
+impl Timed {
+    fn new() -> Timed {
+        Timed {
+            command_ns: histogram(),
+            group_ns: histogram(),
+            audit_ns: histogram(),
+            audit_total_ns: 0,
+            sink: CountingSink::new(),
+            groups: 0,
+            seconds: 0.0,
+        }
+    }
+}
+
+/// The timed loop, a function of its own so a profiler can collect just this part
+/// (`valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*timed_run*'`).
+#[inline(never)]
+fn timed_run(engine: &mut Engine, commands: &[Sequenced], group_size: usize) -> Timed {
+    let mut m = Timed::new();
+    let start = Instant::now();
+    let mut t = start;
+    for group in commands.chunks(group_size) {
+        let group_start = t;
+        for cmd in group {
+            engine.apply(cmd, &mut m.sink);
+            let now = Instant::now();
+            m.command_ns.saturating_record(ns(now - t));
+            t = now;
+        }
+        let ok = engine.end_group(group[group.len() - 1].seq, &mut m.sink);
+        let now = Instant::now();
+        let audit = ns(now - t);
+        m.audit_total_ns += audit;
+        m.audit_ns.saturating_record(audit);
+        m.group_ns.saturating_record(ns(now - group_start));
+        t = now;
+        m.groups += 1;
+        if !ok {
+            break;
+        }
+    }
+    m.seconds = (t - start).as_secs_f64();
+    m
+}
+
+pub fn run(config: &WorkloadConfig) -> Report {
+    let generate_start = Instant::now();
+    let workload = generate(config);
+    let generate_seconds = generate_start.elapsed().as_secs_f64();
+
+    let setup_start = Instant::now();
+    let mut engine = Engine::new(&workload.engine);
+    let mut setup_sink = HashSink::default();
+    let setup_ok =
+        apply_grouped(&mut engine, &workload.setup, config.group_size as usize, &mut setup_sink);
+    let setup_seconds = setup_start.elapsed().as_secs_f64();
+
+    let overhead = timer_overhead_ns();
+    let sched_start = schedstat();
+    let timed = if setup_ok {
+        timed_run(&mut engine, &workload.commands, config.group_size as usize)
+    } else {
+        Timed::new()
+    };
+    let sched = sched_start.zip(schedstat()).map(|((r0, w0), (r1, w1))| (r1 - r0, w1 - w0));
+    let Timed { command_ns, group_ns, audit_ns, audit_total_ns, sink, groups, seconds } = timed;
+
+    let halted = engine.is_halted();
+    let commands = command_ns.len();
+    let events: u64 = sink.kinds.iter().sum();
+    let mut rejects = Map::new();
+    for (count, reason) in sink.rejects.iter().zip(&sink.reasons) {
+        if let Some(reason) = reason {
+            rejects.insert(format!("{reason:?}"), json!(count));
+        }
+    }
+    let mut events_by_kind = Map::new();
+    for (name, count) in KINDS.iter().zip(&sink.kinds) {
+        if *count != 0 {
+            events_by_kind.insert(name.to_string(), json!(count));
+        }
+    }
+    let hash_start = Instant::now();
+    let state_hash = engine.state_hash();
+    let state_hash_seconds = hash_start.elapsed().as_secs_f64();
+    let per_s = |n: u64| if seconds > 0.0 { (n as f64 / seconds).round() } else { 0.0 };
+
+    let json = json!({
+        "engine": "serial",
+        "threads": 1,
+        "workload": {
+            "seed": config.seed,
+            "markets": config.markets,
+            "accounts": config.accounts,
+            "commands": config.commands,
+            "mark_every": config.mark_every,
+            "group_size": config.group_size,
+            "full_audit_every": config.full_audit_every,
+            "setup_commands": workload.setup.len(),
+            "max_orders": workload.engine.max_orders,
+        },
+        "commands": commands,
+        "events": events,
+        "groups": groups,
+        "seconds": seconds,
+        "cpu_seconds": sched.map(|s| s.0),
+        "runqueue_wait_seconds": sched.map(|s| s.1),
+        "commands_per_s": per_s(commands),
+        "events_per_s": per_s(events),
+        "command_latency_ns": percentiles(&command_ns),
+        "group_latency_ns": percentiles(&group_ns),
+        "audit_ns_per_group": percentiles(&audit_ns),
+        "audit_seconds": audit_total_ns as f64 / 1e9,
+        "timer_overhead_ns": overhead,
+        "events_by_kind": events_by_kind,
+        "rejects": rejects,
+        "open_orders_at_end": engine.open_orders(),
+        "event_hash": format!("{:032x}", sink.hash.digest()),
+        "state_hash": format!("{state_hash:032x}"),
+        "halted": halted,
+        "halt": engine.halt_evidence().map(|h| format!("{h:?}")),
+        "generate_seconds": generate_seconds,
+        "setup_seconds": setup_seconds,
+        "state_hash_seconds": state_hash_seconds,
+    });
+    Report { json, halted }
+}
