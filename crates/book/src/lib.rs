@@ -25,15 +25,18 @@
 //!
 //! - **Order pool**: a slab of `max_orders` nodes with an intrusive free list. An
 //!   `OrderHandle` is the slot index, so `cancel`, `reduce` and `get` are one array access.
-//!   Each node carries `prev`/`next` slot indices, making it a member of an intrusive
-//!   doubly-linked FIFO: unlinking from the middle of a queue is O(1). A per-slot `in_use`
-//!   flag turns a handle to a freed slot into a loud panic instead of silent corruption
-//!   (a handle to a slot freed *and reused* cannot be told apart: the engine must drop
-//!   handles when `Match::Fill { maker_leaves: 0 }`, `SelfTradeCancel` or `cancel` says so).
-//! - **Level pool**: `max_orders` level slots with a free list (a non-empty level holds at
-//!   least one order, so levels never outnumber orders). A level holds two FIFO queues,
-//!   displayed then hidden, and the aggregates an L2 feed needs (visible, total, count),
-//!   so `depth` never walks orders.
+//!   A node is exactly one 64-byte cache line (aligned): the order, its displayed slice and
+//!   `prev`/`next` slot indices, making it a member of an intrusive doubly-linked FIFO:
+//!   unlinking from the middle of a queue is O(1) and touches three lines (the order and
+//!   its two neighbours). The node stores no level: `ladder[price]` finds it. A vacant slot
+//!   has zero leaves (a resting order never does), which turns a handle to a freed slot into
+//!   a loud panic instead of silent corruption (a handle to a slot freed *and reused*
+//!   cannot be told apart: the engine must drop handles when
+//!   `Match::Fill { maker_leaves: 0 }`, `SelfTradeCancel` or `cancel` says so).
+//! - **Level pool**: `min(max_orders, max_price)` level slots with a free list (a non-empty
+//!   level holds at least one order at one valid price, so levels outnumber neither). A
+//!   level holds two FIFO queues, displayed then hidden, and the aggregates an L2 feed
+//!   needs (visible, total, count), so `depth` never walks orders.
 //! - **Price ladder**: a dense `Vec<u32>` from tick to level slot over `0..=max_price`.
 //!   One ladder serves both sides: the book is never crossed, so a tick holds bids or asks,
 //!   never both. Inserting at an existing level is one lookup and a tail link; a new level
@@ -44,8 +47,8 @@
 //!   instead of walking empty ticks.
 //!
 //! Memory per tick: 4 bytes of ladder plus 2 × (1 + 1/64) bits of bitmap ≈ 4.26 bytes, so
-//! 2,000,000 ticks cost about 8.5 MB. Per order: one node (72 bytes) and at most one level
-//! slot (56 bytes).
+//! 2,000,000 ticks cost about 8.5 MB, plus one level slot (48 bytes) per tick or per order,
+//! whichever is fewer. Per order: one node (64 bytes), so 1,000,000 orders cost 64 MB.
 //!
 //! # Invariants (checked by `Book::assert_invariants`)
 //!
@@ -434,8 +437,8 @@ impl Book {
     /// Remove a resting order; returns it as it was (with its current leaves).
     /// Panics on a stale handle: that is an engine bug.
     pub fn cancel(&mut self, handle: OrderHandle) -> RestingOrder {
-        self.node(handle); // Panics on a stale handle before anything is touched.
-        self.remove_order(handle.0)
+        let price = self.node(handle).order.price; // Panics on a stale handle first.
+        self.remove_order(handle.0, self.ladder[price.0 as usize])
     }
     /// Lower a resting order's leaves in place, keeping its time priority
     /// (`0 < new_leaves < leaves`). A displayed slice larger than the new leaves shrinks.
@@ -663,7 +666,7 @@ impl Book {
             let lvl = &self.levels[level as usize];
             let (maker, last) = (lvl.front(), lvl.count == 1);
             let maker_leaves = if self.orders[maker as usize].order.account == taker.account {
-                let order = self.remove_order(maker);
+                let order = self.remove_order(maker, level);
                 on_match(Match::SelfTradeCancel {
                     maker: order.id,
                     maker_account: order.account,
@@ -672,7 +675,7 @@ impl Book {
                 });
                 Qty::ZERO
             } else {
-                let (filled, leaves) = self.fill_maker(maker, remaining, on_match);
+                let (filled, leaves) = self.fill_maker(maker, level, remaining, on_match);
                 remaining -= filled;
                 leaves
             };
@@ -683,11 +686,13 @@ impl Book {
         remaining
     }
 
-    /// Fills one maker for up to `want`; returns (filled, maker leaves after).
+    /// Fills one maker (of level slot `level`) for up to `want`; returns (filled, maker
+    /// leaves after).
     #[inline]
     fn fill_maker(
         &mut self,
         maker: u32,
+        level_slot: u32,
         want: Qty,
         on_match: &mut impl FnMut(Match),
     ) -> (Qty, Qty) {
@@ -695,7 +700,7 @@ impl Book {
         let hidden = node.is_hidden();
         let qty = want.min(if hidden { node.order.leaves } else { node.shown });
         node.order.leaves -= qty;
-        let level = &mut self.levels[self.ladder[node.order.price.0 as usize] as usize];
+        let level = &mut self.levels[level_slot as usize];
         level.total -= qty;
         if !hidden {
             node.shown -= qty;
@@ -711,9 +716,9 @@ impl Book {
             maker_leaves: order.leaves,
         });
         if order.leaves.is_zero() {
-            self.remove_order(maker);
+            self.remove_order(maker, level_slot);
         } else if !hidden && shown.is_zero() {
-            self.refresh_iceberg(maker);
+            self.refresh_iceberg(maker, level_slot);
         }
         (qty, order.leaves)
     }
@@ -721,23 +726,23 @@ impl Book {
     /// Shows a new slice of an iceberg at the tail of the displayed queue: each refresh
     /// loses time priority, so a reserve cannot jump orders that arrived after it.
     #[inline]
-    fn refresh_iceberg(&mut self, maker: u32) {
+    fn refresh_iceberg(&mut self, maker: u32, level_slot: u32) {
         let node = &mut self.orders[maker as usize];
         node.shown = slice(&node.order);
         let shown = node.shown;
-        let level = &mut self.levels[self.ladder[node.order.price.0 as usize] as usize];
+        let level = &mut self.levels[level_slot as usize];
         level.visible += shown;
         level.displayed.unlink(&mut self.orders, maker);
         level.displayed.push_back(&mut self.orders, maker);
     }
 
-    /// Unlinks a live order, frees its slot and closes its level if it was the last.
+    /// Unlinks a live order (of level slot `level_slot`), frees its slot and closes its
+    /// level if it was the last.
     #[inline]
-    fn remove_order(&mut self, slot: u32) -> RestingOrder {
+    fn remove_order(&mut self, slot: u32, level_slot: u32) -> RestingOrder {
         let node = &mut self.orders[slot as usize];
         let (order, shown) = (node.order, node.shown);
         node.order.leaves = Qty::ZERO; // Vacant from here on.
-        let level_slot = self.ladder[order.price.0 as usize];
         let level = &mut self.levels[level_slot as usize];
         if order.display == Some(Qty::ZERO) {
             level.hidden.unlink(&mut self.orders, slot);

@@ -23,6 +23,10 @@ pub enum AuditError {
     OrderHold { account: u32, market: MarketId },
     /// The book is crossed after matching.
     CrossedBook { market: MarketId },
+    /// A cached margin or the packed remargin copy of a position disagrees with it.
+    PositionCache { account: u32, market: MarketId },
+    /// A mark tick's recount of the market's positions disagrees with the running sums.
+    MarketRecount { market: MarketId, net_qty: i64, cost: i128, expected_cost: i128 },
     /// A settlement transfer was refused (a loss neither the wallet nor the insurance
     /// fund could cover: auto-deleveraging is the risk lifecycle's job).
     Settlement(LedgerError),
@@ -60,34 +64,78 @@ impl Engine {
         let n = self.markets.len();
         let mut cost = [0i128; Currency::COUNT];
         let mut net = vec![0i64; n];
-        for (i, p) in self.positions.iter().enumerate() {
-            let m = i % n;
-            cost[self.markets[m].inst.settle.index()] += p.cost as i128;
-            net[m] += p.qty;
+        let settle: Vec<usize> = self.markets.iter().map(|m| m.inst.settle.index()).collect();
+        for row in self.positions.chunks_exact(n) {
+            for (m, p) in row.iter().enumerate() {
+                cost[settle[m]] += p.cost as i128;
+                net[m] += p.qty;
+            }
         }
         self.ledger.audit_full(cost).map_err(AuditError::Ledger)?;
+        // The caches the hot paths read must equal what they cache: margins per position,
+        // and each market's packed remargin copy.
+        let mut open_count = vec![0usize; n];
+        for (i, p) in self.positions.iter().enumerate() {
+            let (a, m) = ((i / n) as u32, i % n);
+            let market = MarketId(m as u16);
+            let inst = &self.markets[m].inst;
+            let stale = || AuditError::PositionCache { account: a, market };
+            if self.margin_cache[i] != crate::remargin::MarginCache::of(p, inst) {
+                return Err(stale());
+            }
+            let open = &self.open[m];
+            let at = open.index[a as usize];
+            if p.qty == 0 {
+                if at != crate::orders::NIL {
+                    return Err(stale());
+                }
+                continue;
+            }
+            open_count[m] += 1;
+            let k = at as usize;
+            let cross = amdahl_types::AccountId(a) == self.liquidator;
+            let floor =
+                crate::remargin::floor(p, &self.margin_cache[i], self.extra_margin[i], cross);
+            if at == crate::orders::NIL
+                || open.accounts[k] != a
+                || open.qty[k] != p.qty
+                || open.cost[k] != p.cost
+                || open.floor[k] != floor
+            {
+                return Err(stale());
+            }
+        }
+        if let Some(m) = (0..n).find(|&m| self.open[m].len() != open_count[m]) {
+            let market = MarketId(m as u16);
+            return Err(AuditError::PositionCache { account: u32::MAX, market });
+        }
         if let Some((m, &q)) = net.iter().enumerate().find(|&(_, &q)| q != 0) {
             return Err(AuditError::OpenInterest { market: MarketId(m as u16), net_qty: q });
         }
-        let mut recomputed = vec![AccountMarket::default(); self.accounts.len()];
-        self.orders.for_each(|_, r| {
-            let i = self.pm(r.account, r.market);
-            let am = &mut recomputed[i];
-            am.open_orders += 1;
-            if r.is_reduce_only() {
-                am.reduce_only += 1;
-            }
-            match r.working {
-                Working::Untriggered => am.stop_orders += 1,
-                Working::Resting(_) if !r.is_reduce_only() => {
-                    let inst = &self.markets[r.market.0 as usize].inst;
-                    let v = inst.value(r.leaves, r.price.expect("resting")).abs();
-                    am.add(r.side, r.leaves.0, v);
+        // Each (account, market) row's aggregates against its own order list: no scratch
+        // memory, O(rows + orders); every live order must be on exactly one list.
+        let mut reached = 0usize;
+        for (i, have) in self.accounts.iter().enumerate() {
+            let mut want = AccountMarket::default();
+            let mut s = have.head;
+            while s != crate::orders::NIL {
+                let r = self.orders.get(s);
+                reached += 1;
+                want.open_orders += 1;
+                if r.is_reduce_only() {
+                    want.reduce_only += 1;
                 }
-                _ => {}
+                match r.working {
+                    Working::Untriggered => want.stop_orders += 1,
+                    Working::Resting(_) if !r.is_reduce_only() => {
+                        let inst = &self.markets[r.market.0 as usize].inst;
+                        let v = inst.value(r.leaves, r.price.expect("resting")).abs();
+                        want.add(r.side, r.leaves.0, v);
+                    }
+                    _ => {}
+                }
+                s = self.orders.next_in_list(s);
             }
-        });
-        for (i, (want, have)) in recomputed.iter().zip(&self.accounts).enumerate() {
             let same = want.qty == have.qty
                 && want.value == have.value
                 && want.open_orders == have.open_orders
@@ -97,6 +145,9 @@ impl Engine {
                 let market = MarketId((i % n) as u16);
                 return Err(AuditError::OrderHold { account: (i / n) as u32, market });
             }
+        }
+        if reached != self.orders.len() {
+            return Err(AuditError::OrderHold { account: u32::MAX, market: MarketId(u16::MAX) });
         }
         for (m, book) in self.books.iter().enumerate() {
             if let (Some(b), Some(a)) = (book.best_bid(), book.best_ask())
@@ -156,11 +207,27 @@ impl Engine {
             h.write_u8(matches!(r.working, Working::Untriggered) as u8);
             h.write_i64(r.held_value);
         }
-        for p in &self.positions {
+        for (p, extra) in self.positions.iter().zip(&self.extra_margin) {
             h.write_i64(p.qty);
             h.write_i64(p.cost);
             h.write_i64(p.realised);
             h.write_u32(p.leverage.0);
+            h.write_i64(*extra);
+        }
+        for b in &self.bankruptcy {
+            h.write_i64(b.map_or(-1, |p| p.0));
+        }
+        let mut pending = self.pending.clone();
+        pending.sort_unstable();
+        for (m, a) in pending {
+            h.write_u16(m.0);
+            h.write_u32(a.0);
+        }
+        for market in &self.markets {
+            let life = &market.life;
+            h.write_i64(life.rate.0);
+            h.write_i64(life.next_funding.map_or(-1, |t| t.0));
+            h.write_u8(life.settled as u8);
         }
         self.ledger.hash_into(&mut h);
         h.digest128()

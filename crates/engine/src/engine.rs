@@ -13,6 +13,7 @@ use crate::audit::HaltEvidence;
 use crate::config::EngineConfig;
 use crate::margin::{AccountMarket, committed};
 use crate::orders::{NIL, OrderRecord, Orders, Working};
+use crate::remargin::{MarginCache, OpenPositions};
 use crate::sink::EventSink;
 
 /// Which way the trigger price must move to fire a conditional order.
@@ -77,6 +78,11 @@ pub struct Engine {
     pub(crate) full_audit_every: u64,
     /// Accounts whose position changed during one match and hold ReduceOnly orders.
     touched: Vec<AccountId>,
+    /// Accounts whose position changed during one match: a fill away from the mark can
+    /// leave a position under maintenance without any mark change.
+    filled: Vec<AccountId>,
+    /// Cross accounts a remargin pass found under maintenance.
+    pub(crate) cross_hits: Vec<AccountId>,
     /// The liquidation engine's account: one past the last user account. Its positions
     /// belong to the insurance fund; it pays no fees and no margin.
     pub(crate) liquidator: AccountId,
@@ -88,6 +94,8 @@ pub struct Engine {
     pub(crate) queued: Vec<bool>,
     /// Margin transferred into an isolated position beyond its initial margin.
     pub(crate) extra_margin: Vec<Money>,
+    /// Per (account, market): the position's margins, refreshed whenever it changes.
+    pub(crate) margin_cache: Vec<MarginCache>,
     /// Per market: the bankruptcy price of the latest takeover (the price its liquidation
     /// order works at and auto-deleveraging closes at).
     pub(crate) bankruptcy: Vec<Option<Price>>,
@@ -95,35 +103,10 @@ pub struct Engine {
     pub(crate) now: Timestamp,
     /// Reusable space for canonical (sorted) walks over accounts.
     pub(crate) scratch: Vec<u32>,
-}
-
-/// The accounts with an open position in one market, in a dense list with O(1) insert and
-/// remove (swap-remove; `index` maps an account to its place).
-pub(crate) struct OpenPositions {
-    pub accounts: Vec<u32>,
-    pub index: Vec<u32>,
-}
-
-impl OpenPositions {
-    fn new(rows: usize) -> OpenPositions {
-        OpenPositions { accounts: Vec::with_capacity(rows), index: vec![NIL; rows] }
-    }
-
-    /// Keep the list true after an account's position went from `before` to `after`.
-    pub fn update(&mut self, account: AccountId, before: i64, after: i64) {
-        let a = account.0 as usize;
-        if before == 0 && after != 0 {
-            self.index[a] = self.accounts.len() as u32;
-            self.accounts.push(account.0);
-        } else if before != 0 && after == 0 {
-            let i = self.index[a] as usize;
-            self.accounts.swap_remove(i);
-            if let Some(&moved) = self.accounts.get(i) {
-                self.index[moved as usize] = i as u32;
-            }
-            self.index[a] = NIL;
-        }
-    }
+    /// Per market: Σ position cost, kept at every fill; a mark tick recounts it.
+    pub(crate) market_cost: Vec<i128>,
+    /// A failed recount, halting the engine at the end of the group.
+    pub(crate) recount_failure: Option<crate::audit::AuditError>,
 }
 
 impl Engine {
@@ -175,14 +158,19 @@ impl Engine {
             max_stop_orders: config.max_stop_orders,
             full_audit_every: config.full_audit_every,
             touched: Vec::with_capacity(1 << 16),
+            filled: Vec::with_capacity(1 << 16),
+            cross_hits: Vec::with_capacity(rows),
             liquidator: AccountId(config.accounts),
             open: (0..n_markets).map(|_| OpenPositions::new(rows)).collect(),
             pending: Vec::with_capacity(rows),
             queued: vec![false; rows * n_markets],
             extra_margin: vec![0; rows * n_markets],
+            margin_cache: vec![MarginCache::default(); rows * n_markets],
             bankruptcy: vec![None; n_markets],
             now: Timestamp(0),
             scratch: Vec::with_capacity(rows),
+            market_cost: vec![0; n_markets],
+            recount_failure: None,
         }
     }
 
@@ -235,8 +223,14 @@ impl Engine {
             }
             let i = account.0 as usize * self.markets.len() + m;
             let extra = self.extra_margin[i];
-            avail -=
-                committed(&self.accounts[i], &self.positions[i], &market.inst, market.mark, extra);
+            let init = self.margin_cache[i].init;
+            avail -= committed(
+                &self.accounts[i],
+                &self.positions[i],
+                &market.inst,
+                market.mark,
+                init + extra,
+            );
         }
         Money::try_from(avail).expect("available fits i64")
     }
@@ -252,6 +246,23 @@ impl Engine {
     pub fn order_hold(&self, account: AccountId, market: MarketId) -> Money {
         let i = self.pm(account, market);
         self.accounts[i].hold(&self.positions[i], &self.markets[market.0 as usize].inst)
+    }
+
+    /// After any change to a position (fill, takeover, leverage, margin transfer): refresh
+    /// its cached margins and its packed copy in the market's remargin arrays.
+    pub(crate) fn sync_position(&mut self, account: AccountId, market: MarketId) {
+        let i = self.pm(account, market);
+        let inst = &self.markets[market.0 as usize].inst;
+        let pos = self.positions[i];
+        if pos.qty == 0 {
+            // A closed isolated position hands its transferred margin back.
+            self.extra_margin[i] = 0;
+        }
+        self.margin_cache[i] = MarginCache::of(&pos, inst);
+        let cross = account == self.liquidator;
+        let floor =
+            crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
+        self.open[market.0 as usize].sync(account, &pos, floor);
     }
 
     #[inline]
@@ -320,7 +331,9 @@ impl Engine {
         self.groups += 1;
         let periodic =
             self.full_audit_every != 0 && self.groups.is_multiple_of(self.full_audit_every);
-        let result = if self.full_audit_due || periodic {
+        let result = if let Some(error) = self.recount_failure.take() {
+            Err(error)
+        } else if self.full_audit_due || periodic {
             self.full_audit_due = false;
             self.audit_full()
         } else {
@@ -711,6 +724,7 @@ impl Engine {
             rec.cum = rec.qty - left;
         }
         self.trim_touched(seq, r.market, sink);
+        self.check_filled(r.market);
         if left.0 == 0 {
             self.drop_record(slot);
             return;
@@ -775,7 +789,20 @@ impl Engine {
         let taker = Taker { id: r.id, account: r.account, side: r.side, limit, qty: r.leaves };
         let liquidator = self.liquidator;
         let Engine {
-            markets, books, orders, positions, accounts, ledger, touched, halt, open, ..
+            markets,
+            books,
+            orders,
+            positions,
+            accounts,
+            ledger,
+            touched,
+            halt,
+            open,
+            market_cost,
+            margin_cache,
+            extra_margin,
+            filled,
+            ..
         } = self;
         let market = &mut markets[m];
         let mut ctx = Settlement {
@@ -789,6 +816,10 @@ impl Engine {
             ledger,
             touched,
             open: &mut open[m],
+            market_cost: &mut market_cost[m],
+            margin_cache,
+            extra_margin,
+            filled,
             liquidator,
             n_markets,
             taker: r,
@@ -801,6 +832,19 @@ impl Engine {
             sink.emit(Event::Halted { seq, currency: market.inst.settle, discrepancy: 0 });
         }
         left
+    }
+
+    /// Queue for liquidation any account a match left under maintenance.
+    fn check_filled(&mut self, market: MarketId) {
+        let currency = self.markets[market.0 as usize].inst.settle;
+        while let Some(account) = self.filled.pop() {
+            if self.positions[self.pm(account, market)].leverage == Leverage::CROSS {
+                // Fees and realised PnL moved the wallet behind every cross position.
+                self.check_account(account, currency);
+            } else if self.is_liquidatable(account, market) {
+                self.queue_liquidation(account, market);
+            }
+        }
     }
 
     /// ReduceOnly orders must never exceed the position they reduce: after a match, trim
@@ -1207,16 +1251,33 @@ impl Engine {
         }
         let currency = self.markets[market.0 as usize].inst.settle;
         let before = self.available(account, currency);
+        let (old_cache, old_extra) = (self.margin_cache[i], self.extra_margin[i]);
         self.positions[i].leverage = leverage;
+        self.margin_cache[i] =
+            MarginCache::of(&self.positions[i], &self.markets[market.0 as usize].inst);
+        if leverage == Leverage::CROSS {
+            self.extra_margin[i] = 0;
+        }
         let after = self.available(account, currency);
-        if after < 0 && after < before {
+        let refusal = if after < 0 && after < before {
+            Some(RejectReason::InsufficientAvailableBalance)
+        } else if self.is_liquidatable(account, market) {
+            // BitMEX refuses a leverage that the position could not carry at the mark.
+            Some(RejectReason::WouldLiquidate)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
             self.positions[i].leverage = old;
-            return self.reject(seq, account, RejectReason::InsufficientAvailableBalance, 0, sink);
+            self.margin_cache[i] = old_cache;
+            self.extra_margin[i] = old_extra;
+            return self.reject(seq, account, reason, 0, sink);
         }
         if leverage == Leverage::CROSS {
             // Cross margin has no isolated margin: what was transferred in is free again.
             self.extra_margin[i] = 0;
         }
+        self.sync_position(account, market);
         sink.emit(Event::LeverageChanged { seq, account, market, leverage });
     }
 
@@ -1254,8 +1315,6 @@ impl Engine {
         sink: &mut S,
     ) {
         self.markets[market.0 as usize].mark = price;
-        // BitMEX audits the whole system on every mark change.
-        self.full_audit_due = true;
         sink.emit(Event::MarkChanged { seq, market, price });
         self.remargin(market);
         self.fire_triggers(seq, market, sink);
@@ -1306,6 +1365,10 @@ struct Settlement<'a> {
     ledger: &'a mut Ledger,
     touched: &'a mut Vec<AccountId>,
     open: &'a mut OpenPositions,
+    market_cost: &'a mut i128,
+    margin_cache: &'a mut [MarginCache],
+    extra_margin: &'a mut [Money],
+    filled: &'a mut Vec<AccountId>,
     liquidator: AccountId,
     n_markets: usize,
     taker: OrderRecord,
@@ -1379,10 +1442,25 @@ impl Settlement<'_> {
         let value = inst.value(qty, price);
         let (bi, si) = (self.pm(buyer), self.pm(seller));
         let (buyer_before, seller_before) = (self.positions[bi].qty, self.positions[si].qty);
+        let cost_before = self.positions[bi].cost as i128 + self.positions[si].cost as i128;
         let realised_buyer = self.positions[bi].apply_fill(Side::Buy, qty, value);
         let realised_seller = self.positions[si].apply_fill(Side::Sell, qty, value);
-        self.open.update(buyer, buyer_before, self.positions[bi].qty);
-        self.open.update(seller, seller_before, self.positions[si].qty);
+        *self.market_cost +=
+            self.positions[bi].cost as i128 + self.positions[si].cost as i128 - cost_before;
+        let _ = (buyer_before, seller_before);
+        for (account, i) in [(buyer, bi), (seller, si)] {
+            let pos = self.positions[i];
+            if pos.qty == 0 {
+                // A closed isolated position hands its transferred margin back.
+                self.extra_margin[i] = 0;
+            }
+            self.margin_cache[i] = MarginCache::of(&pos, inst);
+            let cross = account == self.liquidator;
+            let floor =
+                crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
+            self.open.sync(account, &pos, floor);
+            self.filled.push(account);
+        }
         self.ledger.post_trade_cost(currency, value, -value);
         for (account, realised) in [(buyer, realised_buyer), (seller, realised_seller)] {
             if realised != 0 && account == self.liquidator {

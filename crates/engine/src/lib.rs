@@ -25,6 +25,7 @@ mod lifecycle;
 mod liquidation;
 mod margin;
 mod orders;
+mod remargin;
 mod sink;
 
 pub use audit::{AuditError, HaltEvidence};

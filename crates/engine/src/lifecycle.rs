@@ -161,6 +161,8 @@ impl Engine {
                 Some(due) if now >= due => {
                     let rate = self.markets[m].life.rate;
                     self.pay_funding(seq, market, rate, sink);
+                    // Payers' wallets shrank: cross positions may now be under maintenance.
+                    self.remargin(market);
                     let life = &mut self.markets[m].life;
                     let premium = life.premium.take_mean();
                     let inst = &self.markets[m].inst;
@@ -398,6 +400,7 @@ impl Engine {
             return self.reject(seq, account, RejectReason::InvalidTransfer, 0, sink);
         }
         self.extra_margin[i] += amount;
+        self.sync_position(account, market);
         sink.emit(Event::MarginTransferred { seq, account, market, amount });
         // Margin out may leave the position below maintenance.
         self.remargin(market);

@@ -51,18 +51,75 @@ impl Engine {
     }
 
     /// Re-margin every open position of `market` at its current mark and queue those below
-    /// maintenance, and the liquidation engine's own position while it has one.
+    /// maintenance, and the liquidation engine's own position while it has one. The pass
+    /// streams the market's packed positions (see `remargin.rs`): one multiply and one
+    /// compare per isolated position, the account-level check for cross ones.
     pub(crate) fn remargin(&mut self, market: MarketId) {
         let m = market.0 as usize;
-        for k in 0..self.open[m].accounts.len() {
-            let account = AccountId(self.open[m].accounts[k]);
-            if account == self.liquidator || self.is_liquidatable(account, market) {
-                let i = self.pm(account, market);
+        let inst = &self.markets[m].inst;
+        let mark = self.markets[m].mark;
+        let inverse = inst.kind == amdahl_risk::ContractKind::Inverse;
+        let unit = if inverse { inst.value(amdahl_types::Qty(1), mark) } else { 0 };
+        // The tick's audit of this market: recount quantity and cost over its positions
+        // while re-valuing them, against the running sums (DESIGN.md §4; the whole-system
+        // recomputation runs every `full_audit_every` groups).
+        let (mut net, mut cost) = (0i64, 0i128);
+        let open = &self.open[m];
+        for k in 0..open.len() {
+            let (q, f) = (open.qty[k], open.floor[k]);
+            net += q;
+            cost += open.cost[k] as i128;
+            let mark_value =
+                if inverse { q * unit } else { inst.value(amdahl_types::Qty(q), mark) };
+            if mark_value >= f {
+                continue;
+            }
+            let account = AccountId(open.accounts[k]);
+            let cross = f == crate::remargin::ACCOUNT_CHECK && account != self.liquidator;
+            let below =
+                !cross || account == self.liquidator || self.is_liquidatable(account, market);
+            if below && cross {
+                // Cross margin is the account's: all its cross positions are at stake.
+                self.cross_hits.push(account);
+            } else if below {
+                // Field by field: `open` and `inst` are still borrowed.
+                let i = account.0 as usize * self.markets.len() + m;
                 if !self.queued[i] {
                     self.queued[i] = true;
                     self.pending.push((market, account));
                 }
             }
+        }
+        while let Some(account) = self.cross_hits.pop() {
+            self.check_account(account, self.markets[m].inst.settle);
+        }
+        if net != 0 || cost != self.market_cost[m] {
+            let expected_cost = self.market_cost[m];
+            let error = crate::audit::AuditError::MarketRecount {
+                market,
+                net_qty: net,
+                cost,
+                expected_cost,
+            };
+            self.recount_failure.get_or_insert(error);
+        }
+    }
+
+    /// Queue every position of the account in `currency` that is under maintenance.
+    pub(crate) fn check_account(&mut self, account: AccountId, currency: amdahl_types::Currency) {
+        for m in 0..self.markets.len() {
+            let market = MarketId(m as u16);
+            if self.markets[m].inst.settle == currency && self.is_liquidatable(account, market) {
+                self.queue_liquidation(account, market);
+            }
+        }
+    }
+
+    pub(crate) fn queue_liquidation(&mut self, account: AccountId, market: MarketId) {
+        let i = self.pm(account, market);
+        if !self.queued[i] {
+            self.queued[i] = true;
+            self.pending.push((market, account));
         }
     }
 
@@ -78,8 +135,15 @@ impl Engine {
         }
         let m = &self.markets[market.0 as usize];
         if pos.leverage != Leverage::CROSS {
-            let margin = pos.init_margin(&m.inst) + self.extra_margin[i];
-            return amdahl_risk::liquidation::is_liquidatable(&m.inst, pos, margin, m.mark);
+            let cache = &self.margin_cache[i];
+            let margin = cache.init + self.extra_margin[i];
+            let mark_value = pos.mark_value(&m.inst, m.mark);
+            return amdahl_risk::liquidation::below_maintenance(
+                pos.cost,
+                margin,
+                cache.maint,
+                mark_value,
+            );
         }
         let currency = m.inst.settle;
         let mut balance = self.ledger.wallet(account, currency) as i128;
@@ -92,9 +156,9 @@ impl Engine {
             }
             if p.leverage == Leverage::CROSS {
                 balance += p.unrealised(&other.inst, other.mark) as i128;
-                maint += p.maint_margin(&other.inst) as i128;
+                maint += self.margin_cache[j].maint as i128;
             } else {
-                let locked = (p.init_margin(&other.inst) + self.extra_margin[j]) as i128;
+                let locked = (self.margin_cache[j].init + self.extra_margin[j]) as i128;
                 let loss = -(p.unrealised(&other.inst, other.mark) as i128).min(0);
                 balance -= locked.max(loss);
             }
@@ -108,7 +172,7 @@ impl Engine {
         let m = &self.markets[market.0 as usize];
         let pos = &self.positions[i];
         if pos.leverage != Leverage::CROSS {
-            return pos.init_margin(&m.inst) + self.extra_margin[i];
+            return self.margin_cache[i].init + self.extra_margin[i];
         }
         let currency = m.inst.settle;
         let mut margin = self.ledger.wallet(account, currency) as i128;
@@ -122,7 +186,7 @@ impl Engine {
                 &self.positions[j],
                 &other.inst,
                 other.mark,
-                self.extra_margin[j],
+                self.margin_cache[j].init + self.extra_margin[j],
             );
         }
         Money::try_from(margin.max(0)).expect("margin fits i64")
@@ -196,6 +260,9 @@ impl Engine {
         self.take_over(seq, account, market, sink);
         self.work_out(seq, market, sink);
         self.fire_triggers(seq, market, sink);
+        // The loss came out of the wallet: the account's other cross positions may follow.
+        let currency = self.markets[market.0 as usize].inst.settle;
+        self.check_account(account, currency);
     }
 
     fn cancel_market_orders<S: EventSink>(
@@ -256,10 +323,14 @@ impl Engine {
         let value = self.markets[m].inst.value(qty, price);
         let (i, li) = (self.pm(account, market), self.pm(self.liquidator, market));
         let (before, liq_before) = (self.positions[i].qty, self.positions[li].qty);
+        let cost_before = self.positions[i].cost as i128 + self.positions[li].cost as i128;
         let realised = self.positions[i].apply_fill(account_side, qty, value);
         let liq_realised = self.positions[li].apply_fill(account_side.opposite(), qty, value);
-        self.open[m].update(account, before, self.positions[i].qty);
-        self.open[m].update(self.liquidator, liq_before, self.positions[li].qty);
+        self.market_cost[m] +=
+            self.positions[i].cost as i128 + self.positions[li].cost as i128 - cost_before;
+        let _ = (before, liq_before);
+        self.sync_position(account, market);
+        self.sync_position(self.liquidator, market);
         self.ledger.post_trade_cost(currency, value, -value);
         if realised != 0 {
             match self.ledger.realise(account, currency, realised) {

@@ -82,11 +82,12 @@ pub(crate) fn committed(
     position: &Position,
     inst: &Instrument,
     mark: amdahl_types::Price,
-    extra_margin: Money,
+    margin: Money,
 ) -> i128 {
     let mut used = am.hold(position, inst) as i128;
     if position.qty != 0 {
-        let margin = (position.init_margin(inst) + extra_margin) as i128;
+        // `margin`: the cached posInit + posComm plus any margin transferred in.
+        let margin = margin as i128;
         let loss = -(position.unrealised(inst, mark) as i128).min(0);
         used += if position.leverage == Leverage::CROSS {
             // Cross margin: the whole wallet backs the position, so a loss eats the

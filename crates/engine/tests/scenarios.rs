@@ -570,16 +570,22 @@ fn too_many_open_orders() {
 
 #[test]
 fn failed_audit_halts_and_refuses_writes() {
-    let mut h = harness();
-    // Mark ticks run the full audit; it passes on a consistent engine.
+    // The whole-system recomputation runs every `full_audit_every` groups; make it every
+    // group so the corruption below is caught at the end of the very next one.
+    let mut cfg = EngineConfig::reference(8);
+    cfg.full_audit_every = 1;
+    let mut h = Harness::new(&cfg);
+    h.deposit(0, XBT, ONE_XBT);
     h.mark(0, px(10000.0));
     assert!(!h.engine.is_halted());
-    // Corrupt the books from outside the engine's own paths: this test reaches in through
-    // the test-only hook and shows the halt.
+    // Corrupt the books from outside the engine's own paths (a wallet changed without its
+    // other side): the recomputed Σ wallets no longer matches the running total.
     h.engine.corrupt_for_test(AccountId(0), XBT, 1);
     let ev = h.mark(0, px(10000.0));
     assert!(ev.iter().any(|e| matches!(e, Event::Halted { .. })), "{ev:?}");
     assert!(h.engine.is_halted());
+    let evidence = h.engine.halt_evidence().expect("evidence is kept");
+    assert!(matches!(evidence.error, amdahl_engine::AuditError::Ledger(_)), "{evidence:?}");
     let ev = h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(9999.0))));
     assert_eq!(rejected(&ev), Some(RejectReason::EngineHalted));
 }

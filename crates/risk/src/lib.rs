@@ -285,7 +285,11 @@ impl Instrument {
     /// On overflow (|value| near `i64::MAX` with a rate above 1), a programmer error.
     pub fn fee(&self, value: Money, rate: Rate) -> Money {
         let n = mul(value.unsigned_abs() as i128, rate.0 as i128);
-        to_money(n / Rate::SCALE as i128, "fee")
+        // A 64-bit division by the constant compiles to a multiply; the 128-bit one does not.
+        match i64::try_from(n) {
+            Ok(n) => n / Rate::SCALE,
+            Err(_) => to_money(n / Rate::SCALE as i128, "fee"),
+        }
     }
     /// The initial margin rate for `leverage` (cross: the base rate): max(base, 1/leverage),
     /// with 1/leverage rounded up to the next 1e-8.

@@ -30,13 +30,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub commands: u64,
     /// A mark tick every this many commands (0: never).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 1000)]
     pub mark_every: u64,
     /// Commands per group (the engine audits after each group).
     #[arg(long, default_value_t = 64)]
     pub group_size: u32,
-    /// The engine's periodic full audit, every this many groups (0: only on mark ticks).
-    #[arg(long, default_value_t = 64)]
+    /// The engine's whole-system recomputation, every this many groups (0: never; every
+    /// mark tick recounts its own market and every group runs the ledger audit).
+    #[arg(long, default_value_t = 4096)]
     pub full_audit_every: u64,
     /// Engine threads. Only 1 (the serial engine) for now.
     #[arg(long, default_value_t = 1)]

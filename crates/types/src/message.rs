@@ -154,6 +154,8 @@ pub enum RejectReason {
     UnknownConstituent,
     /// A margin transfer on a cross position, of zero, or below the initial margin.
     InvalidTransfer,
+    /// The change would leave the position below its maintenance margin at the mark.
+    WouldLiquidate,
 }
 
 impl RejectReason {
@@ -198,6 +200,7 @@ impl RejectReason {
             RejectReason::NoLiquidity => "Market order found no liquidity",
             RejectReason::NotLiquidatable => "Position is not below maintenance margin",
             RejectReason::MarketClosed => "Instrument expired",
+            RejectReason::WouldLiquidate => "Change would lead to immediate liquidation",
             RejectReason::UnknownConstituent => "Unknown index constituent",
             RejectReason::InvalidTransfer => {
                 "Invalid transferMargin: isolated positions only, and not below initial margin"

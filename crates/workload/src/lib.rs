@@ -104,7 +104,8 @@ pub struct WorkloadConfig {
     pub mark_every: u64,
     /// Commands per group (the engine audits after each group).
     pub group_size: u32,
-    /// The engine's periodic full audit, every this many groups (0: only on mark ticks).
+    /// The engine's whole-system recomputation, every this many groups (0: never; every
+    /// mark tick recounts its own market and every group runs the ledger audit).
     pub full_audit_every: u64,
 }
 
@@ -115,9 +116,9 @@ impl Default for WorkloadConfig {
             markets: 4,
             accounts: 100_000,
             commands: 1_000_000,
-            mark_every: 0,
+            mark_every: 1000,
             group_size: 64,
-            full_audit_every: 64,
+            full_audit_every: 4096,
         }
     }
 }
