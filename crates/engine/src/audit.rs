@@ -224,10 +224,15 @@ impl Engine {
             h.write_u32(a.0);
         }
         for market in &self.markets {
+            use core::hash::Hash;
             let life = &market.life;
             h.write_i64(life.rate.0);
             h.write_i64(life.next_funding.map_or(-1, |t| t.0));
+            h.write_i64(life.next_sample.map_or(-1, |t| t.0));
             h.write_u8(life.settled as u8);
+            life.index.hash(&mut h);
+            life.premium.hash(&mut h);
+            life.twap.hash(&mut h);
         }
         self.ledger.hash_into(&mut h);
         h.digest128()

@@ -44,12 +44,33 @@ pub(crate) struct Market {
     pub life: crate::lifecycle::LifeState,
     pub inst: Instrument,
     pub mark: Price,
+    /// Inverse contracts: the value of one contract at the mark, computed once per mark
+    /// change so re-valuing a position is a multiply (0 for linear and quanto).
+    pub mark_unit: i64,
     pub index: Option<Price>,
     pub last: Option<Price>,
     pub triggers: Triggers,
 }
 
+/// The value of one inverse contract at `price`, or 0 for linear and quanto contracts.
+pub(crate) fn unit_at(inst: &Instrument, price: Price) -> i64 {
+    match inst.kind {
+        amdahl_risk::ContractKind::Inverse => inst.value(Qty(1), price),
+        _ => 0,
+    }
+}
+
 impl Market {
+    /// The position's value at the mark, without a division for inverse contracts.
+    #[inline]
+    pub fn mark_value(&self, qty: i64) -> Money {
+        if self.mark_unit != 0 {
+            qty * self.mark_unit
+        } else {
+            self.inst.value(Qty(qty), self.mark)
+        }
+    }
+
     fn reference(&self, r: TriggerRef) -> Option<Price> {
         match r {
             TriggerRef::MarkPrice => Some(self.mark),
@@ -130,6 +151,7 @@ impl Engine {
                     life: crate::lifecycle::LifeState::new(&m.lifecycle),
                     inst: m.instrument.clone(),
                     mark: m.mark,
+                    mark_unit: unit_at(&m.instrument, m.mark),
                     index: None,
                     last: None,
                     triggers: Triggers::default(),
@@ -1261,8 +1283,11 @@ impl Engine {
         let after = self.available(account, currency);
         let refusal = if after < 0 && after < before {
             Some(RejectReason::InsufficientAvailableBalance)
-        } else if self.is_liquidatable(account, market) {
-            // BitMEX refuses a leverage that the position could not carry at the mark.
+        } else if self.markets.iter().enumerate().any(|(k, other)| {
+            other.inst.settle == currency && self.is_liquidatable(account, MarketId(k as u16))
+        }) {
+            // BitMEX refuses a leverage the account could not carry at the mark: isolating
+            // one position locks margin that backed every cross position of the currency.
             Some(RejectReason::WouldLiquidate)
         } else {
             None
@@ -1314,7 +1339,9 @@ impl Engine {
         price: Price,
         sink: &mut S,
     ) {
-        self.markets[market.0 as usize].mark = price;
+        let mk = &mut self.markets[market.0 as usize];
+        mk.mark = price;
+        mk.mark_unit = unit_at(&mk.inst, price);
         sink.emit(Event::MarkChanged { seq, market, price });
         self.remargin(market);
         self.fire_triggers(seq, market, sink);

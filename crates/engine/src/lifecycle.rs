@@ -283,27 +283,24 @@ impl Engine {
                 owed += change as i128;
             }
         }
-        // A shortfall (payers who could not pay in full, or rounding) comes from the fund.
+        // A shortfall (payers who could not pay in full, or receivers' truncation adding up
+        // past the payers') comes from the fund as far as it can pay; whatever it cannot is
+        // short-paid to the last receivers in account order (never a halt over a rounding).
         let in_clearing = self.ledger.balance(Entry::Clearing, currency) as i128;
         if owed > in_clearing {
             let need = Money::try_from(owed - in_clearing).expect("fits");
-            if self.ledger.transfer(currency, Entry::Insurance, Entry::Clearing, need).is_err() {
-                let error = crate::audit::AuditError::Settlement(
-                    amdahl_ledger::LedgerError::Insufficient {
-                        entry: Entry::Insurance,
-                        currency,
-                        balance: self.ledger.balance(Entry::Insurance, currency),
-                        amount: need,
-                    },
-                );
-                self.scratch = accounts;
-                return self.halt_on(seq, currency, error, sink);
+            let can = need.min(self.ledger.balance(Entry::Insurance, currency));
+            if can > 0 {
+                self.ledger
+                    .transfer(currency, Entry::Insurance, Entry::Clearing, can)
+                    .expect("held");
             }
         }
         for &a in &accounts {
             let pos = self.position(AccountId(a), market);
             let mark_value = pos.mark_value(&self.markets[m].inst, mark);
             let change = funding_payment(pos.qty, mark_value, rate);
+            let change = change.min(self.ledger.balance(Entry::Clearing, currency));
             if change > 0 {
                 let to = entry(self, a);
                 self.ledger.transfer(currency, Entry::Clearing, to, change).expect("funded");
@@ -343,6 +340,9 @@ impl Engine {
         for (_, slot) in working {
             self.cancel_slot(seq, slot, CancelReason::Settlement, sink);
         }
+        if self.halt.is_some() {
+            return;
+        }
         let mut accounts = self.open[m].accounts.clone();
         accounts.sort_unstable();
         for a in accounts {
@@ -361,6 +361,9 @@ impl Engine {
                 price,
                 sink,
             );
+            if self.halt.is_some() {
+                return;
+            }
             sink.emit(Event::SettledPosition { seq, account, market, qty, price });
         }
         debug_assert_eq!(self.position(self.liquidator, market).qty, 0);
@@ -401,8 +404,12 @@ impl Engine {
         }
         self.extra_margin[i] += amount;
         self.sync_position(account, market);
+        if amount < 0 && self.is_liquidatable(account, market) {
+            // Margin out may not leave the position under maintenance at the mark.
+            self.extra_margin[i] -= amount;
+            self.sync_position(account, market);
+            return self.reject(seq, account, RejectReason::WouldLiquidate, 0, sink);
+        }
         sink.emit(Event::MarginTransferred { seq, account, market, amount });
-        // Margin out may leave the position below maintenance.
-        self.remargin(market);
     }
 }

@@ -27,6 +27,8 @@ use amdahl_types::{
     OrdType, OrderId, Price, Qty, RejectReason, Seq, Side, TimeInForce,
 };
 
+use amdahl_ledger::Entry;
+
 use crate::engine::Engine;
 use crate::margin::committed;
 use crate::orders::{NIL, OrderRecord, Working};
@@ -59,7 +61,7 @@ impl Engine {
         let inst = &self.markets[m].inst;
         let mark = self.markets[m].mark;
         let inverse = inst.kind == amdahl_risk::ContractKind::Inverse;
-        let unit = if inverse { inst.value(amdahl_types::Qty(1), mark) } else { 0 };
+        let unit = self.markets[m].mark_unit;
         // The tick's audit of this market: recount quantity and cost over its positions
         // while re-valuing them, against the running sums (DESIGN.md §4; the whole-system
         // recomputation runs every `full_audit_every` groups).
@@ -137,7 +139,7 @@ impl Engine {
         if pos.leverage != Leverage::CROSS {
             let cache = &self.margin_cache[i];
             let margin = cache.init + self.extra_margin[i];
-            let mark_value = pos.mark_value(&m.inst, m.mark);
+            let mark_value = m.mark_value(pos.qty);
             return amdahl_risk::liquidation::below_maintenance(
                 pos.cost,
                 margin,
@@ -155,11 +157,11 @@ impl Engine {
                 continue;
             }
             if p.leverage == Leverage::CROSS {
-                balance += p.unrealised(&other.inst, other.mark) as i128;
+                balance += (other.mark_value(p.qty) - p.cost) as i128;
                 maint += self.margin_cache[j].maint as i128;
             } else {
                 let locked = (self.margin_cache[j].init + self.extra_margin[j]) as i128;
-                let loss = -(p.unrealised(&other.inst, other.mark) as i128).min(0);
+                let loss = -((other.mark_value(p.qty) - p.cost) as i128).min(0);
                 balance -= locked.max(loss);
             }
         }
@@ -341,6 +343,15 @@ impl Engine {
                 }
             }
             sink.emit(Event::Realised { seq, account, market, amount: realised });
+        }
+        if liq_realised < 0 {
+            // A loss the fund cannot pay in full can only be rounding (takeovers and
+            // aggressive closes are sized to the fund): the fee account backstops it.
+            let short = -liq_realised - self.ledger.balance(Entry::Insurance, currency);
+            let fees = self.ledger.balance(Entry::Fees, currency);
+            if short > 0 && fees >= short {
+                self.ledger.transfer(currency, Entry::Fees, Entry::Insurance, short).expect("held");
+            }
         }
         if liq_realised != 0 {
             if let Err(e) = self.ledger.realise_insurance(currency, liq_realised) {

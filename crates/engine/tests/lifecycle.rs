@@ -773,6 +773,32 @@ fn refused_transfers_leave_the_state_unchanged() {
 }
 
 #[test]
+fn transfer_out_that_would_liquidate_is_refused() {
+    // API.md §9: isolated margin "can be added or removed via transferMargin (not below the
+    // initial margin)"; a leverage change the position cannot carry is refused with
+    // WouldLiquidate. With 1,000,000 transferred in and the mark at 19800 (unit 10101:
+    // unrealised 10,000 × (10000 − 10101) = −1,010,000), taking the 1,000,000 back out
+    // leaves 1,075,750 − 1,010,000 = 65,750 < posMaint 575,750: the command itself would
+    // liquidate the position. It must be refused, and change nothing.
+    let mut h = isolated_long();
+    h.run(transfer(VICTIM, M0, 1_000_000));
+    assert_eq!(liquidated(&h.mark(0, 19_800)), None);
+    // 400,000 can come out: 1,675,750 − 1,010,000 = 665,750 ≥ 575,750.
+    let ev = h.run(transfer(VICTIM, M0, -400_000));
+    assert_eq!(rejected(&ev), None);
+    // The remaining 600,000 cannot.
+    let hash = h.engine.state_hash();
+    let ev = h.run(transfer(VICTIM, M0, -600_000));
+    assert_eq!(liquidated(&ev), None, "the transfer liquidated its own position");
+    assert!(
+        matches!(rejected(&ev), Some(RejectReason::WouldLiquidate | RejectReason::InvalidTransfer)),
+        "{ev:?}"
+    );
+    assert_eq!(h.engine.state_hash(), hash);
+    assert_eq!(h.engine.position_margin(AccountId(VICTIM), M0), 1_675_750);
+}
+
+#[test]
 fn accepted_transfer_changes_the_state_hash() {
     // The hash is "a canonical encoding of all state" that two engines must agree on; the
     // margin transferred into a position decides its liquidation, so it must be in it.
@@ -817,8 +843,53 @@ fn margin_transferred_in_does_not_outlive_the_position() {
     assert_eq!(margin, 53_788);
 }
 
+// ---------------------------------------------------------------------------------------
+// Rounding residues against an empty insurance fund, and the state hash
+// ---------------------------------------------------------------------------------------
+
 #[test]
-fn scratch_zero_fund_settle() {
+fn funding_residue_with_an_empty_fund_does_not_halt_the_engine() {
+    // `EngineConfig::reference` starts every insurance fund at 0. Two longs pay one short:
+    // at mark 15000 (unit 13333) and F = 0.01%,
+    //   B (long 300) pays trunc(399.99) = 399, C (long 700) pays trunc(933.31) = 933,
+    //   A (short 1000) is owed trunc(1333.3) = 1333: one unit more than was paid in.
+    // A 1-satoshi truncation residue must not stop the exchange.
+    let mut cfg = EngineConfig::reference(5);
+    cfg.markets[0].lifecycle = Lifecycle {
+        index: Some(index_cfg(&[1, 1, 1], DAY, 2)),
+        mark: None,
+        funding: Some(FundingParams::bitmex_xbtusd()),
+        expiry: None,
+    };
+    let mut h = Harness::new(&cfg);
+    for a in 0..5 {
+        h.deposit(a, XBT, 10 * ONE_XBT);
+    }
+    h.mark(0, 15_000);
+    h.run(Command::Place(limit(B, 0, Side::Buy, 300, 15_000)));
+    h.run(Command::Place(limit(C, 0, Side::Buy, 700, 15_000)));
+    h.run(Command::Place(limit(A, 0, Side::Sell, 1000, 15_000)));
+    for s in 0..3 {
+        h.run(index_price(M0, s, 15_000));
+    }
+    assert_eq!(insurance(&h, XBT), 0);
+    h.time = Timestamp(T0 + 4 * HOUR - MS);
+    let ev = h.run(Command::Tick);
+    let paid = funding_paid(&ev);
+    assert_eq!(paid[..2], [(B, -399, 10_000), (C, -933, 10_000)]);
+    assert!(!ev.iter().any(|e| matches!(e, Event::Halted { .. })), "{ev:?}");
+    assert!(!h.engine.is_halted(), "{:?}", h.engine.halt_evidence());
+    assert_eq!(clearing(&h, XBT), 0);
+    h.engine.audit_full().unwrap();
+}
+
+#[test]
+fn linear_settlement_residue_with_an_empty_fund_does_not_halt_the_engine() {
+    // XBTUSDT (lot 1) expiring at 01:00 with the index at 20001 throughout: TWAP 20001.
+    // A and B (long 999 and 1001) sell to the liquidation engine for round(999 × 20001 / 2
+    // = 9,990,499.5) = 9,990,500 and round(10,010,500.5) = 10,010,501; C (short 2000) buys
+    // back for 20,001,000. The liquidation engine is left with −1 for the insurance fund,
+    // which holds 0 USDt.
     let life = Lifecycle {
         index: Some(index_cfg(&[1, 1, 1], 2 * HOUR, 2)),
         mark: Some(MarkMethod::FairPrice),
@@ -840,7 +911,38 @@ fn scratch_zero_fund_settle() {
     h.run(Command::Place(limit(C, 2, Side::Sell, 2000, 20_000)));
     h.run(Command::Place(limit(A, 2, Side::Buy, 999, 20_000)));
     h.run(Command::Place(limit(B, 2, Side::Buy, 1001, 20_000)));
+    assert_eq!(insurance(&h, USDT), 0);
     h.time = Timestamp(T0 + HOUR - MS);
     let ev = h.run(Command::Tick);
-    eprintln!("{ev:?} halted {}", h.engine.is_halted());
+    assert!(ev.iter().any(|e| matches!(e, Event::Settled { price: Price(20_001), .. })));
+    assert!(!ev.iter().any(|e| matches!(e, Event::Halted { .. })), "{ev:?}");
+    assert!(!h.engine.is_halted(), "{:?}", h.engine.halt_evidence());
+    h.engine.audit_full().unwrap();
+}
+
+#[test]
+fn state_hash_covers_the_index_constituents() {
+    // Two engines whose venues report the same prices in a different venue order have the
+    // same index, (20000 + 20010 + 20020) / 3 = 20010, but different futures: once venue 0
+    // is stale, one index is (20010 + 20020) / 2 = 20015, the other (20000 + 20020) / 2 =
+    // 20010. The state hash, which topologies compare, must tell them apart.
+    let mut cfg = EngineConfig::reference(2);
+    cfg.markets[0].lifecycle.index = Some(index_cfg(&[1, 1, 1], 60 * SEC, 2));
+    let feed = |prices: [i64; 3]| {
+        let mut h = Harness::new(&cfg);
+        run_at(&mut h, SEC, index_price(M0, 0, prices[0]));
+        run_at(&mut h, 30 * SEC, index_price(M0, 1, prices[1]));
+        run_at(&mut h, 30 * SEC + MS, index_price(M0, 2, prices[2]));
+        h
+    };
+    let mut one = feed([20_000, 20_010, 20_020]);
+    let mut two = feed([20_010, 20_000, 20_020]);
+    assert_eq!(one.engine.index_price(M0), Some(Price(20_010)));
+    assert_eq!(two.engine.index_price(M0), Some(Price(20_010)));
+    let (hash_one, hash_two) = (one.engine.state_hash(), two.engine.state_hash());
+    tick_at(&mut one, 62 * SEC);
+    tick_at(&mut two, 62 * SEC);
+    assert_eq!(one.engine.index_price(M0), Some(Price(20_015)));
+    assert_eq!(two.engine.index_price(M0), Some(Price(20_010)));
+    assert_ne!(hash_one, hash_two, "different index constituents, same state hash");
 }

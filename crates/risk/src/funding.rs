@@ -83,7 +83,7 @@ pub fn premium_index(
 }
 
 /// The premium samples of one interval; the mean sets the next payment's rate.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct PremiumAccumulator {
     sum: i128,
     count: u32,

@@ -36,7 +36,7 @@ use crate::math::{div_round_half_away, mul, to_money};
 pub const MAX_CONSTITUENTS: usize = 16;
 
 /// Static configuration of one composite index.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct IndexConfig {
     /// Number of constituents (1..=16); constituent `i` is addressed by its position.
     pub count: usize,
@@ -163,7 +163,7 @@ pub enum IndexEvent {
 }
 
 /// One composite index: last price and update time per constituent, and its last value.
-#[derive(Clone, Debug)]
+#[derive(Clone, Hash, Debug)]
 pub struct CompositeIndex {
     cfg: IndexConfig,
     prices: [i64; MAX_CONSTITUENTS],
@@ -309,7 +309,7 @@ pub const TWAP_CAPACITY: usize = 64;
 /// or [`IndexTwap::advance`] with a later time), so nothing observed later can change it.
 /// Instants before the first observation have no sample. The ring keeps the latest
 /// [`TWAP_CAPACITY`] samples; gaps longer than the ring are skipped in O(1).
-#[derive(Clone, Debug)]
+#[derive(Clone, Hash, Debug)]
 pub struct IndexTwap {
     step_ns: i64,
     /// The index currently in force, from the latest observation.
