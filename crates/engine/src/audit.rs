@@ -212,6 +212,7 @@ impl Engine {
             h.write_i64(p.cost);
             h.write_i64(p.realised);
             h.write_u32(p.leverage.0);
+            h.write_u32(p.risk_steps);
             h.write_i64(*extra);
         }
         for b in &self.bankruptcy {

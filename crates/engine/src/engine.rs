@@ -341,6 +341,9 @@ impl Engine {
             Command::TransferMargin { account, market, amount } => {
                 self.transfer_margin(seq, account, market, amount, sink)
             }
+            Command::SetRiskLimit { account, market, limit } => {
+                self.set_risk_limit(seq, account, market, limit, sink)
+            }
         }
     }
 
@@ -523,8 +526,8 @@ impl Engine {
         }
         if !o.exec_inst.is_reduce_only() && !o.ord_type.is_conditional() {
             let v = self.margin_value(o.market, o.side, o.qty, o.price);
-            if !self.margin_allows(o.account, o.market, o.side, o.qty.0, v) {
-                return Err(RejectReason::InsufficientAvailableBalance);
+            if let Some(reason) = self.margin_refusal(o.account, o.market, o.side, o.qty.0, v) {
+                return Err(reason);
             }
         }
         let book = &self.books[o.market.0 as usize];
@@ -557,9 +560,44 @@ impl Engine {
         closable - working
     }
 
+    fn margin_allows(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        side: Side,
+        qty: i64,
+        abs_value: Money,
+    ) -> bool {
+        self.margin_refusal(account, market, side, qty, abs_value).is_none()
+    }
+
+    /// Why an order of `qty` worth `abs_value` may not be added: the risk limit, or the
+    /// available balance.
+    pub(crate) fn margin_refusal(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        side: Side,
+        qty: i64,
+        abs_value: Money,
+    ) -> Option<RejectReason> {
+        let i = self.pm(account, market);
+        let inst = &self.markets[market.0 as usize].inst;
+        let mut am = self.accounts[i];
+        am.add(side, qty, abs_value);
+        let pos = &self.positions[i];
+        let limit = inst.risk_limit as i128 + pos.risk_steps as i128 * inst.risk_step as i128;
+        let gross = am.gross_value(pos);
+        if gross > limit && gross > self.accounts[i].gross_value(pos) {
+            return Some(RejectReason::RiskLimitExceeded);
+        }
+        (!self.margin_allows_balance(account, market, side, qty, abs_value))
+            .then_some(RejectReason::InsufficientAvailableBalance)
+    }
+
     /// Would adding an order of `qty` contracts worth `abs_value` keep the account's
     /// available balance non-negative? Orders that do not raise the hold always pass.
-    fn margin_allows(
+    fn margin_allows_balance(
         &self,
         account: AccountId,
         market: MarketId,

@@ -374,6 +374,55 @@ impl Engine {
         sink.emit(Event::Settled { seq, market, price });
     }
 
+    /// `Command::SetRiskLimit`: the base limit plus whole steps; refused when position and
+    /// orders exceed it, or when the higher margins it brings cannot be carried.
+    pub(crate) fn set_risk_limit<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        limit: Money,
+        sink: &mut S,
+    ) {
+        if !self.known_account(account) {
+            return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
+        }
+        if !self.known_market(market) {
+            return self.reject(seq, account, RejectReason::UnknownMarket, 0, sink);
+        }
+        let inst = &self.markets[market.0 as usize].inst;
+        let above = limit - inst.risk_limit;
+        let step = inst.risk_step.max(1);
+        // At most 100 steps: past that the maintenance rate alone would exceed 50%.
+        if above < 0 || above % step != 0 || above / step > 100 {
+            return self.reject(seq, account, RejectReason::InvalidRiskLimit, 0, sink);
+        }
+        let steps = (above / step) as u32;
+        let i = self.pm(account, market);
+        if self.accounts[i].gross_value(&self.positions[i]) > limit as i128 {
+            return self.reject(seq, account, RejectReason::RiskLimitExceeded, 0, sink);
+        }
+        let currency = inst.settle;
+        let old = self.positions[i].risk_steps;
+        let before = self.available(account, currency);
+        self.positions[i].risk_steps = steps;
+        self.sync_position(account, market);
+        let after = self.available(account, currency);
+        let refusal = if after < 0 && after < before {
+            Some(RejectReason::InsufficientAvailableBalance)
+        } else if self.is_liquidatable(account, market) {
+            Some(RejectReason::WouldLiquidate)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            self.positions[i].risk_steps = old;
+            self.sync_position(account, market);
+            return self.reject(seq, account, reason, 0, sink);
+        }
+        sink.emit(Event::RiskLimitChanged { seq, account, market, limit });
+    }
+
     /// `Command::TransferMargin`: margin into or out of an isolated position. Out is
     /// refused below the position's initial margin (only what was transferred in can
     /// leave).

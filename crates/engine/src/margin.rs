@@ -51,6 +51,21 @@ impl AccountMarket {
         debug_assert!(self.qty[side.index()] >= 0 && self.value[side.index()] >= 0);
     }
 
+    /// The largest |value| the account would hold in the market: its position plus the
+    /// opening value of its larger order side (what the risk limit must cover).
+    pub fn gross_value(&self, position: &Position) -> i128 {
+        let closable = [(-position.qty).max(0), position.qty.max(0)];
+        let mut orders = 0i128;
+        for ((&qty, &value), closable) in self.qty.iter().zip(&self.value).zip(closable) {
+            if qty == 0 {
+                continue;
+            }
+            let opening = (qty - closable).max(0) as i128;
+            orders = orders.max((value * opening + qty as i128 - 1) / qty as i128);
+        }
+        position.cost.unsigned_abs() as i128 + orders
+    }
+
     /// The order-margin hold given the current position.
     pub fn hold(&self, position: &Position, inst: &Instrument) -> Money {
         let closable = [(-position.qty).max(0), position.qty.max(0)];
@@ -69,7 +84,9 @@ impl AccountMarket {
             let v = self.value[s] * opening as i128;
             let opening_value = (v + qty as i128 - 1) / qty as i128;
             let opening_value = Money::try_from(opening_value).expect("order value fits i64");
-            worst = worst.max(inst.order_margin(opening_value, position.leverage));
+            let margin =
+                inst.order_margin_at(opening_value, position.leverage, position.risk_steps);
+            worst = worst.max(margin);
         }
         worst
     }

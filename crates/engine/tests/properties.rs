@@ -912,6 +912,7 @@ impl Checker {
                 | Event::SettledPosition { .. }
                 | Event::Settled { .. }
                 | Event::MarginTransferred { .. }
+                | Event::RiskLimitChanged { .. }
                 | Event::LeverageChanged { .. }
                 | Event::MarkChanged { .. }
                 | Event::Deposited { .. }

@@ -471,6 +471,10 @@ fn dump(commands: &[Sequenced]) -> String {
     s
 }
 
+fn ev_lines(evs: &[Event]) -> String {
+    evs.iter().map(|e| format!("  {e:?}\n")).collect()
+}
+
 fn group_sizes(cuts: &[u8]) -> impl Iterator<Item = usize> + '_ {
     cuts.iter().cycle().map(|&c| c.max(1) as usize)
 }
@@ -535,7 +539,11 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
                 }
             }
             let fail = |msg: String, out: &Outcome| {
-                Err(format!("{msg}\nat seq {seq}\nevents: {evs:#?}\n{}", dump(&out.stream)))
+                Err(format!(
+                    "{msg}\nat seq {seq}\nevents:\n{}{}",
+                    ev_lines(&evs),
+                    dump(&out.stream)
+                ))
             };
             if evs.iter().any(|e| matches!(e, Event::Halted { .. })) {
                 return fail(format!("halted: {:?}", engine.halt_evidence()), &out);

@@ -511,9 +511,15 @@ fn every_bad_input_is_rejected_and_changes_nothing() {
             Command::Place(NewOrder { display_qty: Some(Qty(200)), ..base }),
             RejectReason::InvalidDisplayQty,
         ),
+        // 1,000,000 × ~10000 XBt = 100 XBT: margin ≈ 1.15 XBT > the 1 XBT wallet.
+        (
+            Command::Place(NewOrder { qty: Qty(1_000_000), ..base }),
+            RejectReason::InsufficientAvailableBalance,
+        ),
+        // 10,000,000 contracts = 1000 XBT > the 200 XBT base risk limit.
         (
             Command::Place(NewOrder { qty: Qty(10_000_000), ..base }),
-            RejectReason::InsufficientAvailableBalance,
+            RejectReason::RiskLimitExceeded,
         ),
         (Command::Cancel { account: AccountId(1), order: OrderId(1) }, RejectReason::NotYourOrder),
         (Command::Cancel { account: AccountId(1), order: OrderId(77) }, RejectReason::UnknownOrder),
@@ -588,4 +594,42 @@ fn failed_audit_halts_and_refuses_writes() {
     assert!(matches!(evidence.error, amdahl_engine::AuditError::Ledger(_)), "{evidence:?}");
     let ev = h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(9999.0))));
     assert_eq!(rejected(&ev), Some(RejectReason::EngineHalted));
+}
+
+#[test]
+fn risk_limit_steps_raise_margins_and_cap_exposure() {
+    // XBTUSD: base risk limit 200 XBT (20,000,000,000 XBt), step 100 XBT; each step adds the
+    // base MM (0.5%) to IM and MM.
+    let mut h = Harness::new(&EngineConfig::reference(3));
+    for a in 0..3 {
+        h.deposit(a, XBT, 1_000 * ONE_XBT);
+    }
+    // 2,000,000 contracts @ 10000 = 2,000,000 × 10,000 = 20,000,000,000 XBt: exactly the
+    // limit, accepted; 100 more would exceed it.
+    h.run(Command::Place(limit(1, 0, Side::Sell, 2_000_000, px(10000.0))));
+    h.run(Command::Place(limit(2, 0, Side::Sell, 200, px(10000.0))));
+    assert_eq!(
+        rejected(&h.run(Command::Place(limit(0, 0, Side::Buy, 2_000_000, px(10000.0))))),
+        None
+    );
+    let before = h.engine.state_hash();
+    let ev = h.run(Command::Place(limit(0, 0, Side::Buy, 100, px(10000.0))));
+    assert_eq!(rejected(&ev), Some(RejectReason::RiskLimitExceeded));
+    assert_eq!(h.engine.state_hash(), before);
+    // Not base + whole steps.
+    let set = |limit| Command::SetRiskLimit { account: AccountId(0), market: MarketId(0), limit };
+    assert_eq!(rejected(&h.run(set(25_000_000_000))), Some(RejectReason::InvalidRiskLimit));
+    // One step up (300 XBT): IM 1.5%, MM 1.0%. |cost| = 20,000,000,000:
+    // posInit = ⌈1.5% × 2e10⌉ = 300,000,000; posComm = ⌈(2e10 + 3e8) × 0.00075⌉ =
+    // 15,225,000; init = 315,225,000. posMaint = ⌈1% × 2e10⌉ + 15,225,000 = 215,225,000.
+    assert_eq!(rejected(&h.run(set(30_000_000_000))), None);
+    let inst = h.engine.instrument(MarketId(0)).clone();
+    let p = h.engine.position(AccountId(0), MarketId(0));
+    assert_eq!(
+        (p.risk_steps, p.init_margin(&inst), p.maint_margin(&inst)),
+        (1, 315_225_000, 215_225_000)
+    );
+    // Now 100 more fit.
+    assert_eq!(rejected(&h.run(Command::Place(limit(0, 0, Side::Buy, 100, px(10000.0))))), None);
+    h.engine.audit_full().unwrap();
 }

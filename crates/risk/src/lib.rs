@@ -298,7 +298,13 @@ impl Instrument {
     /// 100x → 1_000_000, 10x → 10_000_000, 3x → 33_333_334. Leverage above
     /// `Leverage::MAX` (100x) gives the base rate (the caller validates it).
     pub fn init_rate(&self, leverage: Leverage) -> Rate {
-        let base = self.init_margin;
+        self.init_rate_at(leverage, 0)
+    }
+
+    /// The initial margin rate at risk-limit tier `steps`: each step above the base risk
+    /// limit raises the base IM by the base MM (API.md §9), and 1/leverage still applies.
+    pub fn init_rate_at(&self, leverage: Leverage, steps: u32) -> Rate {
+        let base = Rate(self.init_margin.0 + steps as i64 * self.maint_margin.0);
         if leverage == Leverage::CROSS || leverage > Leverage::MAX {
             return base;
         }
@@ -315,9 +321,14 @@ impl Instrument {
     /// # Panics
     /// On overflow, a programmer error.
     pub fn order_margin(&self, abs_value: Money, leverage: Leverage) -> Money {
+        self.order_margin_at(abs_value, leverage, 0)
+    }
+
+    /// [`Instrument::order_margin`] at risk-limit tier `steps`.
+    pub fn order_margin_at(&self, abs_value: Money, leverage: Leverage, steps: u32) -> Money {
         debug_assert!(abs_value >= 0, "order_margin of a negative value {abs_value}");
         let v = abs_value.unsigned_abs() as i128;
-        let im = self.init_rate(leverage).0 as i128;
+        let im = self.init_rate_at(leverage, steps).0 as i128;
         let taker = self.taker_fee.0.max(0) as i128;
         let s = Rate::SCALE as i128;
         let init = ceil_div_nonneg(mul(im, v), s);
@@ -348,6 +359,9 @@ pub struct Position {
     pub realised: Money,
     /// Isolated leverage, or `Leverage::CROSS`.
     pub leverage: Leverage,
+    /// The risk-limit tier: steps of `risk_step` above the base `risk_limit`. Each raises
+    /// the initial and maintenance margin rates by the base maintenance rate.
+    pub risk_steps: u32,
 }
 
 impl Position {
@@ -438,7 +452,8 @@ impl Position {
     fn init_parts(&self, inst: &Instrument) -> (i128, i128) {
         let c = self.cost.unsigned_abs() as i128;
         let s = Rate::SCALE as i128;
-        let pos_init = ceil_div_nonneg(mul(inst.init_rate(self.leverage).0 as i128, c), s);
+        let im = inst.init_rate_at(self.leverage, self.risk_steps);
+        let pos_init = ceil_div_nonneg(mul(im.0 as i128, c), s);
         let taker = inst.taker_fee.0.max(0) as i128;
         let pos_comm = ceil_div_nonneg(mul(c + pos_init, taker), s);
         (pos_init, pos_comm)
@@ -449,7 +464,8 @@ impl Position {
     pub fn maint_margin(&self, inst: &Instrument) -> Money {
         let c = self.cost.unsigned_abs() as i128;
         let (_, pos_comm) = self.init_parts(inst);
-        let pos_maint = ceil_div_nonneg(mul(inst.maint_margin.0 as i128, c), Rate::SCALE as i128);
+        let mm = inst.maint_margin.0 as i128 * (1 + self.risk_steps as i128);
+        let pos_maint = ceil_div_nonneg(mul(mm, c), Rate::SCALE as i128);
         to_money(pos_maint + pos_comm, "maintenance margin")
     }
 }

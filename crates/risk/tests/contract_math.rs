@@ -178,7 +178,7 @@ fn price_band_is_inclusive_and_exact() {
 // ---------------------------------------------------------------- position margin
 
 fn pos_with_cost(cost: Money, leverage: Leverage) -> Position {
-    Position { qty: if cost < 0 { 1 } else { -1 }, cost, realised: 0, leverage }
+    Position { qty: if cost < 0 { 1 } else { -1 }, cost, realised: 0, leverage, risk_steps: 0 }
 }
 
 #[test]

@@ -135,8 +135,8 @@ proptest! {
     ) {
         let inst = instrument(inst_ix);
         let (lo, hi) = if c1.abs() <= c2.abs() { (c1, c2) } else { (c2, c1) };
-        let p_lo = Position { qty: -lo.signum(), cost: lo, realised: 0, leverage: lev };
-        let p_hi = Position { qty: -hi.signum(), cost: hi, realised: 0, leverage: lev };
+        let p_lo = Position { qty: -lo.signum(), cost: lo, leverage: lev, ..Position::default() };
+        let p_hi = Position { qty: -hi.signum(), cost: hi, leverage: lev, ..Position::default() };
         for p in [p_lo, p_hi] {
             prop_assert!(p.init_margin(&inst) >= 0);
             prop_assert!(p.maint_margin(&inst) >= 0);

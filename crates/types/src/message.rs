@@ -56,6 +56,13 @@ pub enum Command {
     /// The sequencer's clock tick (about once a second): index staleness, fair-price
     /// marks, premium samples, funding and settlement happen on the journaled clock.
     Tick,
+    /// Choose the risk limit (BitMEX `POST /position/riskLimit`): the base limit plus a
+    /// whole number of risk steps; each step raises IM and MM by the base MM.
+    SetRiskLimit {
+        account: AccountId,
+        market: MarketId,
+        limit: Money,
+    },
     /// Move margin into (`amount` > 0) or out of (< 0) an isolated position.
     TransferMargin {
         account: AccountId,
@@ -81,7 +88,8 @@ impl Command {
             | Command::Cancel { account, .. }
             | Command::CancelAll { account, .. }
             | Command::SetLeverage { account, .. }
-            | Command::TransferMargin { account, .. } => Some(*account),
+            | Command::TransferMargin { account, .. }
+            | Command::SetRiskLimit { account, .. } => Some(*account),
             Command::Place(o) => Some(o.account),
             Command::Amend(a) => Some(a.account),
             Command::Mark { .. }
@@ -156,6 +164,10 @@ pub enum RejectReason {
     InvalidTransfer,
     /// The change would leave the position below its maintenance margin at the mark.
     WouldLiquidate,
+    /// Position plus open orders would exceed the risk limit.
+    RiskLimitExceeded,
+    /// Not the base risk limit plus a whole number of steps.
+    InvalidRiskLimit,
 }
 
 impl RejectReason {
@@ -201,6 +213,8 @@ impl RejectReason {
             RejectReason::NotLiquidatable => "Position is not below maintenance margin",
             RejectReason::MarketClosed => "Instrument expired",
             RejectReason::WouldLiquidate => "Change would lead to immediate liquidation",
+            RejectReason::RiskLimitExceeded => "Position and orders would exceed the risk limit",
+            RejectReason::InvalidRiskLimit => "Invalid riskLimit",
             RejectReason::UnknownConstituent => "Unknown index constituent",
             RejectReason::InvalidTransfer => {
                 "Invalid transferMargin: isolated positions only, and not below initial margin"
@@ -416,6 +430,12 @@ pub enum Event {
         account: AccountId,
         market: MarketId,
         amount: Money,
+    },
+    RiskLimitChanged {
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        limit: Money,
     },
     /// The audit failed; the engine accepts no more writes.
     Halted {

@@ -1,0 +1,330 @@
+//! Remargin on a mark tick: N open positions in one inverse market (XBTUSD), re-valued by
+//! one `Command::Mark`, against the physical floor of streaming the same bytes.
+//!
+//! The target: a tick over N positions (N from 1,000 to 1,000,000) takes at most
+//! twice the time of streaming the position bytes it must read (4 + 8 + 8 + 8 = 28 bytes
+//! per position: account, qty, cost, floor) from memory, measured in the same run; and it
+//! touches only that market's positions, never all accounts.
+//!
+//! Setup (not timed): accounts come in pairs; each deposits 0.1 XBT, optionally sets 10x
+//! isolated leverage, then one rests a 100-contract sell and the other crosses it, so every
+//! account holds one position (half long, half short: the market nets to zero as the
+//! tick's recount demands) and the book ends empty. Entry prices spread over ±10 ticks.
+//! Two variants: `isolated` (10x: one multiply and one compare per position) and `cross`
+//! (leverage 0: every position takes the account-level check, `is_liquidatable`).
+//!
+//! Timed: `Engine::apply` of one `Command::Mark`, alternating 10000.0 and 10000.5 USD so
+//! every tick changes the price and nobody is liquidated (checked); the events go to a
+//! pre-reserved `Vec<Event>` cleared each tick. `end_group` is not timed (it is run once at
+//! the end to check the tick's recount never failed). The floor: a `Vec<u32>` and three
+//! `Vec<i64>` of length N summed into one `i64` (wrapping: the sum depends on every byte).
+//!
+//! After the criterion groups, a plain summary interleaves the two in rounds (tick pass,
+//! floor pass, tick pass, ...) per N and reports medians: positions/s, ns per position for
+//! the tick and the floor, and their ratio. One more row puts 10,000 positions in an engine
+//! of 1,000,000 accounts: its tick should cost what the 10,000-account one does.
+//!
+//! `REMARGIN_PROFILE=<isolated|cross>:<N>` runs only that variant's ticks for ~10 s (for
+//! `perf record`), printing the time per position.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use amdahl_engine::testkit::limit;
+use amdahl_engine::{Engine, EngineConfig, Lifecycle, MarketConfig};
+use amdahl_risk::Instrument;
+use amdahl_types::{
+    AccountId, Command, Currency, Event, Leverage, MarketId, Price, Seq, Sequenced, Side, Timestamp,
+};
+use criterion::{BenchmarkId, Criterion, Throughput};
+
+const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
+const MARKET: MarketId = MarketId(0);
+/// XBTUSD's opening mark: 10000.0 USD in ticks of 0.5.
+const MARK: i64 = 20_000;
+/// 2026-01-01T00:00:00Z: every command is stamped within one UTC day.
+const TIME: Timestamp = Timestamp(1_767_225_600_000_000_000);
+/// Positions per timed round of the summary (a round is at least one tick).
+const ROUND_POSITIONS: usize = 4_000_000;
+const ROUNDS: usize = 21;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Margin {
+    Isolated,
+    Cross,
+}
+
+impl Margin {
+    fn name(self) -> &'static str {
+        match self {
+            Margin::Isolated => "isolated",
+            Margin::Cross => "cross",
+        }
+    }
+}
+
+/// One engine with `positions` open positions in market 0, ready to tick.
+struct Ticker {
+    engine: Engine,
+    sink: Vec<Event>,
+    seq: u64,
+    up: bool,
+    positions: usize,
+}
+
+impl Ticker {
+    /// `accounts` ≥ `positions` (even): the first `positions` accounts trade, the rest idle.
+    fn new(positions: usize, accounts: usize, margin: Margin) -> Ticker {
+        assert!(positions.is_multiple_of(2) && accounts >= positions);
+        let config = EngineConfig {
+            accounts: accounts as u32,
+            markets: vec![MarketConfig {
+                instrument: Instrument::xbtusd(),
+                mark: Price(MARK),
+                max_resting: 1 << 10,
+                lifecycle: Lifecycle::default(),
+            }],
+            max_orders: 1 << 10,
+            max_open_orders: 200,
+            max_stop_orders: 10,
+            full_audit_every: 0,
+            insurance_fund: [0; Currency::COUNT],
+        };
+        let mut t = Ticker {
+            engine: Engine::new(&config),
+            sink: Vec::with_capacity(1 << 10),
+            seq: 0,
+            up: false,
+            positions,
+        };
+        for pair in 0..positions as u32 / 2 {
+            let (seller, buyer) = (2 * pair, 2 * pair + 1);
+            let price = MARK - 10 + (pair % 21) as i64;
+            for a in [seller, buyer] {
+                let account = AccountId(a);
+                t.setup(Command::Deposit { account, currency: Currency::XBt, amount: 10_000_000 });
+                if margin == Margin::Isolated {
+                    let leverage = Leverage(1000);
+                    t.setup(Command::SetLeverage { account, market: MARKET, leverage });
+                }
+            }
+            t.setup(Command::Place(limit(seller, 0, Side::Sell, 100, price)));
+            t.setup(Command::Place(limit(buyer, 0, Side::Buy, 100, price)));
+            if pair % 1024 == 1023 {
+                t.end_group();
+            }
+        }
+        t.end_group();
+        for a in 0..accounts as u32 {
+            let pos = t.engine.position(AccountId(a), MARKET);
+            let want = if (a as usize) >= positions {
+                0
+            } else if a % 2 == 0 {
+                -100
+            } else {
+                100
+            };
+            assert_eq!(pos.qty, want, "account {a}: setup must leave one position each");
+            let cross = pos.leverage == Leverage::CROSS;
+            assert!(want == 0 || cross == (margin == Margin::Cross), "account {a}: leverage");
+        }
+        assert_eq!(t.engine.open_orders(), 0, "setup must leave the book empty");
+        // One tick each way: only `MarkChanged`, nobody liquidated.
+        for _ in 0..2 {
+            t.tick();
+            assert_eq!(t.sink.len(), 1, "a tick must emit only MarkChanged: {:?}", t.sink);
+            assert!(matches!(t.sink[0], Event::MarkChanged { .. }));
+        }
+        t.check();
+        t
+    }
+
+    fn next(&mut self, command: Command) -> Sequenced {
+        self.seq += 1;
+        Sequenced { seq: Seq(self.seq), time: TIME, command }
+    }
+
+    fn setup(&mut self, command: Command) {
+        let cmd = self.next(command);
+        self.sink.clear();
+        self.engine.apply(&cmd, &mut self.sink);
+        let refused = self.sink.iter().find(|e| matches!(e, Event::Rejected { .. }));
+        assert!(refused.is_none(), "setup refused: {cmd:?}: {refused:?}");
+    }
+
+    fn end_group(&mut self) {
+        self.sink.clear();
+        assert!(self.engine.end_group(Seq(self.seq), &mut self.sink), "audit failed");
+    }
+
+    /// The timed operation: one mark tick, alternating between two prices.
+    #[inline]
+    fn tick(&mut self) {
+        self.up = !self.up;
+        let price = Price(if self.up { MARK + 1 } else { MARK });
+        let cmd = self.next(Command::Mark { market: MARKET, price });
+        self.sink.clear();
+        self.engine.apply(black_box(&cmd), &mut self.sink);
+    }
+
+    fn ticks(&mut self, n: usize) -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            self.tick();
+        }
+        start.elapsed()
+    }
+
+    /// Nothing liquidated, and the ticks' recounts held (the group's audit passes).
+    fn check(&mut self) {
+        let mut queued = Vec::new();
+        self.engine.take_liquidations(&mut queued);
+        assert!(queued.is_empty(), "a small mark move liquidated: {queued:?}");
+        self.end_group();
+        assert!(!self.engine.is_halted());
+    }
+}
+
+/// The bytes a tick reads, N × 28, in the same layout as the engine's packed positions.
+struct Floor {
+    accounts: Vec<u32>,
+    qty: Vec<i64>,
+    cost: Vec<i64>,
+    floor: Vec<i64>,
+}
+
+impl Floor {
+    fn new(n: usize) -> Floor {
+        Floor {
+            accounts: (0..n as u32).collect(),
+            qty: (0..n as i64).map(|k| if k % 2 == 0 { -100 } else { 100 }).collect(),
+            cost: (0..n as i64).map(|k| 1_000_000 + k % 21).collect(),
+            floor: (0..n as i64).map(|k| -1_050_000 - k % 21).collect(),
+        }
+    }
+
+    /// One pass: every byte feeds the sum.
+    #[inline(never)]
+    fn stream(&self) -> i64 {
+        let mut sum = 0i64;
+        let rows = self.accounts.iter().zip(&self.qty).zip(&self.cost).zip(&self.floor);
+        for (((&a, &q), &c), &f) in rows {
+            sum = sum.wrapping_add(a as i64).wrapping_add(q).wrapping_add(c).wrapping_add(f);
+        }
+        sum
+    }
+
+    fn passes(&self, n: usize) -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(black_box(self).stream());
+        }
+        start.elapsed()
+    }
+}
+
+fn criterion_case(c: &mut Criterion, t: &mut Ticker, floor: &Floor, margin: Margin) {
+    let n = t.positions;
+    let mut g = c.benchmark_group(format!("remargin_{}", margin.name()));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(BenchmarkId::new("tick", n), |b| b.iter_custom(|iters| t.ticks(iters as _)));
+    g.bench_function(BenchmarkId::new("floor", n), |b| {
+        b.iter_custom(|iters| floor.passes(iters as _))
+    });
+    g.finish();
+}
+
+struct Row {
+    name: String,
+    positions: usize,
+    tick_ns: f64,
+    floor_ns: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Interleaved rounds of ticks and floor passes over the same count of positions; the
+/// medians of ns per position. One untimed round first.
+fn interleaved(name: String, t: &mut Ticker, floor: &Floor) -> Row {
+    let n = t.positions;
+    let reps = (ROUND_POSITIONS / n).max(1);
+    t.ticks(reps);
+    floor.passes(reps);
+    let per = |d: Duration| d.as_nanos() as f64 / (reps * n) as f64;
+    let (mut tick, mut stream) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        tick.push(per(t.ticks(reps)));
+        stream.push(per(floor.passes(reps)));
+    }
+    t.check();
+    Row { name, positions: n, tick_ns: median(tick), floor_ns: median(stream) }
+}
+
+fn profile(spec: &str) {
+    let (margin, n) = spec.split_once(':').expect("REMARGIN_PROFILE=<isolated|cross>:<N>");
+    let margin = if margin == "cross" { Margin::Cross } else { Margin::Isolated };
+    let n: usize = n.parse().expect("N");
+    let mut t = Ticker::new(n, n, margin);
+    let floor = Floor::new(n);
+    let (mut ticks, mut streams, mut total) = (Duration::ZERO, Duration::ZERO, 0usize);
+    let reps = (ROUND_POSITIONS / n).max(1);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        ticks += t.ticks(reps);
+        streams += floor.passes(reps);
+        total += reps * n;
+    }
+    t.check();
+    let ns = |d: Duration| d.as_nanos() as f64 / total as f64;
+    println!("{spec}: tick {:.3} ns/position, floor {:.3} ns/position", ns(ticks), ns(streams));
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("REMARGIN_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--test" || a == "--list");
+    let mut c = Criterion::default().configure_from_args();
+    let sizes: &[usize] = if quick { &SIZES[..1] } else { &SIZES };
+    let mut rows = Vec::new();
+    for margin in [Margin::Isolated, Margin::Cross] {
+        for &n in sizes {
+            let mut t = Ticker::new(n, n, margin);
+            let floor = Floor::new(n);
+            criterion_case(&mut c, &mut t, &floor, margin);
+            if !quick {
+                rows.push(interleaved(margin.name().to_string(), &mut t, &floor));
+            }
+        }
+    }
+    if !quick {
+        // A tick walks only its market's positions: 10,000 of them among 1,000,000 accounts.
+        let mut t = Ticker::new(10_000, 1_000_000, Margin::Isolated);
+        let floor = Floor::new(10_000);
+        rows.push(interleaved("isolated_of_1m_accounts".to_string(), &mut t, &floor));
+    }
+    c.final_summary();
+    if quick {
+        return;
+    }
+    println!("\nvariant positions tick_positions_per_s tick_ns_per_pos floor_ns_per_pos ratio");
+    for r in rows {
+        println!(
+            "{} {} {:.0} {:.3} {:.3} {:.2}",
+            r.name,
+            r.positions,
+            1e9 / r.tick_ns,
+            r.tick_ns,
+            r.floor_ns,
+            r.tick_ns / r.floor_ns
+        );
+    }
+}
