@@ -234,6 +234,8 @@ impl Engine {
             life.index.hash(&mut h);
             life.premium.hash(&mut h);
             life.twap.hash(&mut h);
+            life.basis.hash(&mut h);
+            h.write_i64(life.next_basis_sample.map_or(-1, |t| t.0));
         }
         self.ledger.hash_into(&mut h);
         h.digest128()

@@ -29,6 +29,21 @@ pub struct Lifecycle {
     pub funding: Option<FundingParams>,
     /// A dated future: it settles at this time at the 30-minute TWAP of the index.
     pub expiry: Option<Timestamp>,
+    /// A dated future's fair basis: the smoothed premium of the book over the index.
+    pub basis: Option<BasisParams>,
+}
+
+/// How a dated future's fair basis is sampled (API.md §10: every 30 s, only while the
+/// impact spread is narrower than max(MM, 3 ticks)) and smoothed.
+#[derive(Clone, Copy, Debug)]
+pub struct BasisParams {
+    /// The EMA weight of a new sample, in (0, 1].
+    pub alpha: Rate,
+    /// A sample's annualised rate is clamped to ±this.
+    pub max_abs: Rate,
+    pub sample_every_ns: i64,
+    /// The notional the impact bid/ask prices must fill.
+    pub impact_notional: Money,
 }
 
 /// Perpetual funding (API.md §10): `F = P + clamp(I − P, ±0.05%)`, capped.
@@ -135,6 +150,14 @@ impl EngineConfig {
             }
             if m.lifecycle.mark == Some(MarkMethod::FairPrice) && m.lifecycle.index.is_none() {
                 return Err(format!("market {i}: fair-price marking needs a composite index"));
+            }
+            if let Some(b) = m.lifecycle.basis {
+                amdahl_risk::fair::FuturesBasis::new(b.alpha, b.max_abs)
+                    .map_err(|e| format!("market {i}: {e}"))?;
+                if m.lifecycle.expiry.is_none() || b.sample_every_ns <= 0 || b.impact_notional <= 0
+                {
+                    return Err(format!("market {i}: a fair basis needs an expiry and sampling"));
+                }
             }
             if m.lifecycle.funding.is_some() && m.lifecycle.expiry.is_some() {
                 return Err(format!("market {i}: a market is perpetual (funding) or dated"));

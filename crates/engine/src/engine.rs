@@ -898,12 +898,9 @@ impl Engine {
     fn check_filled(&mut self, market: MarketId) {
         let currency = self.markets[market.0 as usize].inst.settle;
         while let Some(account) = self.filled.pop() {
-            if self.positions[self.pm(account, market)].leverage == Leverage::CROSS {
-                // Fees and realised PnL moved the wallet behind every cross position.
-                self.check_account(account, currency);
-            } else if self.is_liquidatable(account, market) {
-                self.queue_liquidation(account, market);
-            }
+            // Fees and realised PnL moved the wallet behind every cross position of the
+            // currency, not only the position that traded.
+            self.check_account(account, currency);
         }
     }
 

@@ -29,7 +29,7 @@ mod remargin;
 mod sink;
 
 pub use audit::{AuditError, HaltEvidence};
-pub use config::{EngineConfig, FundingParams, Lifecycle, MarketConfig};
+pub use config::{BasisParams, EngineConfig, FundingParams, Lifecycle, MarketConfig};
 pub use engine::Engine;
 pub use orders::{OrderRecord, Working};
 pub use sink::{EventSink, HashSink};

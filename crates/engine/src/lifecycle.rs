@@ -15,7 +15,7 @@
 
 use amdahl_book::Level;
 use amdahl_ledger::Entry;
-use amdahl_risk::fair::{MarkMethod, futures_fair_price, perpetual_fair_price};
+use amdahl_risk::fair::{FuturesBasis, MarkMethod, futures_fair_price, perpetual_fair_price};
 use amdahl_risk::funding::premium_index;
 use amdahl_risk::funding::{PremiumAccumulator, funding_payment, funding_rate, interest_rate};
 use amdahl_risk::index::{CompositeIndex, IndexEvent, IndexTwap};
@@ -42,6 +42,9 @@ pub(crate) struct LifeState {
     pub next_funding: Option<Timestamp>,
     /// The rate to be paid at `next_funding`.
     pub rate: Rate,
+    /// A dated future's smoothed fair basis, and when it is next sampled.
+    pub basis: Option<FuturesBasis>,
+    pub next_basis_sample: Option<Timestamp>,
     pub settled: bool,
 }
 
@@ -56,6 +59,8 @@ impl LifeState {
             next_sample: None,
             next_funding: None,
             rate: Rate(0),
+            basis: cfg.basis.map(|b| FuturesBasis::new(b.alpha, b.max_abs).expect("validated")),
+            next_basis_sample: None,
             settled: false,
         }
     }
@@ -176,6 +181,25 @@ impl Engine {
                 Some(_) => {}
             }
         }
+        // 2b. A dated future's fair basis.
+        if let (Some(b), Some(expiry)) =
+            (self.markets[m].life.cfg.basis, self.markets[m].life.cfg.expiry)
+        {
+            let next = *self.markets[m].life.next_basis_sample.get_or_insert(now);
+            if now >= next {
+                let every = b.sample_every_ns;
+                self.markets[m].life.next_basis_sample =
+                    Some(Timestamp(now.0 - now.0.rem_euclid(every) + every));
+                if let Some(index) = self.markets[m].index {
+                    let bid = self.impact_price(market, Side::Buy, b.impact_notional);
+                    let ask = self.impact_price(market, Side::Sell, b.impact_notional);
+                    let mm = self.markets[m].inst.maint_margin;
+                    if let Some(basis) = self.markets[m].life.basis.as_mut() {
+                        basis.sample(bid, ask, index, mm, now, expiry);
+                    }
+                }
+            }
+        }
         // 3. The mark.
         if let Some(mark) = self.computed_mark(market)
             && mark != self.markets[m].mark
@@ -206,9 +230,12 @@ impl Engine {
                         next,
                         f.schedule.interval_ns,
                     ),
-                    // A dated future without a basis feed marks at the index plus zero basis
-                    // until expiry (BitMEX's fair basis needs impact prices; see DESIGN.md).
-                    (_, _, Some(expiry)) => futures_fair_price(index, Rate(0), self.now, expiry),
+                    // A dated future: the index plus the smoothed fair basis for the time
+                    // left (zero basis if none is configured or no sample was usable yet).
+                    (_, _, Some(expiry)) => {
+                        let rate = life.basis.map_or(Rate(0), |b| b.rate());
+                        futures_fair_price(index, rate, self.now, expiry)
+                    }
                     _ => index,
                 }
             }

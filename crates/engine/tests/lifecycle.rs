@@ -151,6 +151,7 @@ fn perpetual(mark: Option<MarkMethod>) -> Harness {
         mark,
         funding: Some(FundingParams::bitmex_xbtusd()),
         expiry: None,
+        basis: None,
     };
     let mut h = Harness::new(&cfg);
     for a in 0..5 {
@@ -478,6 +479,7 @@ fn dated() -> Harness {
         mark: Some(MarkMethod::FairPrice),
         funding: None,
         expiry: Some(Timestamp(T0 + HOUR)),
+        basis: None,
     };
     let mut cfg = EngineConfig::reference(5);
     cfg.insurance_fund = [ONE_XBT, 1_000_000];
@@ -860,6 +862,7 @@ fn funding_residue_with_an_empty_fund_does_not_halt_the_engine() {
         mark: None,
         funding: Some(FundingParams::bitmex_xbtusd()),
         expiry: None,
+        basis: None,
     };
     let mut h = Harness::new(&cfg);
     for a in 0..5 {
@@ -895,6 +898,7 @@ fn linear_settlement_residue_with_an_empty_fund_does_not_halt_the_engine() {
         mark: Some(MarkMethod::FairPrice),
         funding: None,
         expiry: Some(Timestamp(T0 + HOUR)),
+        basis: None,
     };
     let mut cfg = EngineConfig::reference(5);
     let mut linear = Instrument::xbtusdt();
@@ -945,4 +949,46 @@ fn state_hash_covers_the_index_constituents() {
     assert_eq!(one.engine.index_price(M0), Some(Price(20_015)));
     assert_eq!(two.engine.index_price(M0), Some(Price(20_010)));
     assert_ne!(hash_one, hash_two, "different index constituents, same state hash");
+}
+
+/// A dated future marks at the index plus its smoothed fair basis (API.md §10).
+#[test]
+fn dated_future_marks_at_the_fair_basis_from_impact_prices() {
+    use amdahl_engine::BasisParams;
+    const YEAR: i64 = 365 * DAY;
+    let expiry = T0 + 2 * YEAR;
+    let mut index = index_cfg(&[1], MIN, 1);
+    index.single_source = true;
+    let mut cfg = EngineConfig::reference(4);
+    cfg.markets[0].lifecycle = Lifecycle {
+        index: Some(index),
+        mark: Some(MarkMethod::FairPrice),
+        funding: None,
+        expiry: Some(Timestamp(expiry)),
+        basis: Some(BasisParams {
+            alpha: Rate(50_000_000),
+            max_abs: Rate(100_000_000),
+            sample_every_ns: 30 * SEC,
+            impact_notional: ONE_XBT,
+        }),
+    };
+    let mut h = Harness::new(&cfg);
+    for a in 0..4 {
+        h.deposit(a, XBT, 10 * ONE_XBT);
+    }
+    // Impact prices for 1 XBT: 20,000 contracts ≈ 2 XBT on each side, so the first level
+    // fills the notional: impact bid 20100, impact ask 20110 (spread 10 ticks: 2·10·1e8 <
+    // max(MM × (20100 + 20110), 6·1e8) = 2.01e10, so the sample counts).
+    h.run(Command::Place(limit(1, 0, Side::Buy, 20_000, 20_100)));
+    h.run(Command::Place(limit(2, 0, Side::Sell, 20_000, 20_110)));
+    // The index (and the first basis sample) arrives a quarter-year before expiry.
+    let at = expiry - YEAR / 4 - T0;
+    let ev = run_at(&mut h, at, index_price(M0, 0, 20_000));
+    // sample = (20100 + 20110 − 2·20000) × year × 1e8 / (2·20000 × year/4)
+    //        = 210 × 4 × 1e8 / 40000 = 2,100,000 (2.1% a year; the first sample seeds it).
+    // mark = 20000 × (1 + 0.021 × 1/4) = 20000 × 1.00525 = 20105 (the impact mid).
+    let seq = amdahl_types::Seq(h.seq);
+    assert!(ev.contains(&Event::MarkChanged { seq, market: M0, price: Price(20_105) }));
+    assert_eq!(h.engine.mark(M0), Price(20_105));
+    h.engine.audit_full().unwrap();
 }

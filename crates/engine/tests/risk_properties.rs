@@ -369,18 +369,17 @@ fn check_adl_decision(
     Ok(())
 }
 
-/// Is a `Liquidate` of the account's position in `m` pending? A cross position shares
-/// its margin with the account's other cross positions of the currency, and liquidating
-/// any of them restores the rest (or they are queued again), so one pending `Liquidate` of a
-/// cross position of the same currency counts for all.
+/// Is a `Liquidate` of the account's position in `m` pending? A cross position shares its
+/// margin with every other position of the account in that currency (a cross position's
+/// loss, or an isolated position's loss beyond its margin, eats the pool), and the pending
+/// liquidation of any of them changes that pool, so one pending `Liquidate` of the same
+/// account and currency counts for a cross position. If it does not restore it, the check
+/// after the next group fails unless the engine queues it again.
 fn liquidation_pending(engine: &Engine, pending: &[Command], a: AccountId, m: MarketId) -> bool {
-    let cross = |m: MarketId| engine.position(a, m).leverage == Leverage::CROSS;
+    let cross = engine.position(a, m).leverage == Leverage::CROSS;
     pending.iter().any(|c| match *c {
         Command::Liquidate { account, market } if account == a => {
-            market == m
-                || (cross(m)
-                    && cross(market)
-                    && currency_of(engine, market) == currency_of(engine, m))
+            market == m || (cross && currency_of(engine, market) == currency_of(engine, m))
         }
         _ => false,
     })
@@ -900,11 +899,12 @@ fn regression_raising_leverage_below_maintenance_is_not_liquidated() {
     );
 }
 
-/// Property 4 (open bug). Moving one position from cross to isolated margin changes the
+/// Property 4 (found by the random test; open when written, fixed since on the working
+/// tree). Moving one position from cross to isolated margin changes the
 /// margin pool of the account's other cross positions of the currency: the isolated
-/// position now locks max(posInit, loss) instead of contributing its unrealised PnL and
-/// maintenance. `set_leverage` checks `WouldLiquidate` only for the market whose leverage
-/// changes, so the other cross position is left below maintenance and nothing is queued.
+/// position then locks max(posInit, loss) instead of contributing its unrealised PnL and
+/// maintenance. `set_leverage` checked `WouldLiquidate` only for the market whose leverage
+/// changed, so the other cross position was left below maintenance with nothing queued.
 ///
 /// Account 0 (0.03 XBT) is cross short 10,000 XBTUSD at 10000.0 and cross long 50 ETHUSD at
 /// 2000.00 (value 10,000,000: posInit 2% = 200,000, posMaint 1% = 100,000); XBTUSD marks
@@ -944,5 +944,51 @@ fn regression_isolating_one_position_leaves_a_cross_position_below_maintenance()
         "isolating ETHUSD was accepted and left the cross XBTUSD position below maintenance, \
          with no liquidation: events {ev:?}, available {}",
         h.engine.available(AccountId(0), XBT),
+    );
+}
+
+/// Property 4 (found by the random test on the working tree before fills re-margined the
+/// accounts they touch). A resting order placed at the old mark fills after the mark moved
+/// away: the maker's new position is below maintenance (here past bankruptcy) at the
+/// current mark; when positions were only re-margined on a mark change (and a margin
+/// transfer), nothing was queued until the next mark tick of the market.
+///
+/// Account 0 (0.03 XBT) bids 10,000 XBTUSD at 10000.0 with 100x isolated; the mark falls to
+/// 9800.0 (19600 ticks, −2%, the bid stays inside the 10% band); account 1 sells into the
+/// bid. Account 0 is long 10,000 at 10000.0 with margin 1,075,750 and an unrealised loss
+/// of 10,000 × (10000 − round(1e8/9800) = 10204) = 2,040,000 at the mark.
+#[test]
+fn regression_fill_far_from_mark_leaves_the_maker_below_maintenance() {
+    let mut cfg = EngineConfig::reference(4);
+    cfg.insurance_fund = [ONE_XBT, 0];
+    let mut h = Harness::new(&cfg);
+    h.deposit(0, XBT, 3_000_000);
+    h.deposit(1, XBT, ONE_XBT);
+    h.run(Command::SetLeverage {
+        account: AccountId(0),
+        market: MarketId(0),
+        leverage: Leverage(10_000),
+    });
+    let ev = h.run(Command::Place(limit(0, 0, Side::Buy, 10_000, 20_000)));
+    assert!(ev.iter().any(|e| matches!(e, Event::OrderAccepted { .. })), "{ev:?}");
+    h.mark(0, 19_600);
+    let ev = h.run(Command::Place(limit(1, 0, Side::Sell, 10_000, 19_600)));
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            Event::Fill { maker_account: AccountId(0), price: Price(20_000), .. }
+        )),
+        "{ev:?}"
+    );
+    // Harness::run has fed back whatever the fill queued.
+    assert!(
+        !h.engine.is_liquidatable(AccountId(0), MarketId(0)),
+        "the maker is below maintenance at mark {} with no liquidation: margin {}, \
+         unrealised {}",
+        h.engine.mark(MarketId(0)).0,
+        h.engine.position_margin(AccountId(0), MarketId(0)),
+        h.engine
+            .position(AccountId(0), MarketId(0))
+            .unrealised(h.engine.instrument(MarketId(0)), h.engine.mark(MarketId(0))),
     );
 }

@@ -87,7 +87,7 @@ pub fn last_price_mark(last: Price) -> Price {
 /// rate is unchanged) when either impact price is missing, the book is crossed, the expiry
 /// has passed, or the impact spread is not narrower than `max(MM × mid, 3 ticks)`:
 /// `2·(ask − bid)·1e8 ≥ max(MM × (bid + ask), 6·1e8)`, exactly in i128 (API.md §10).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct FuturesBasis {
     rate: Rate,
     seeded: bool,
