@@ -21,8 +21,9 @@
 //!
 //! After the criterion groups, a plain summary interleaves the two in rounds (tick pass,
 //! floor pass, tick pass, ...) per N and reports medians: positions/s, ns per position for
-//! the tick and the floor, and their ratio. One more row puts 10,000 positions in an engine
-//! of 1,000,000 accounts: its tick should cost what the 10,000-account one does.
+//! the tick and the floor, and the median of the rounds' tick/floor ratios. One more row
+//! puts 10,000 positions in an engine of 1,000,000 accounts: its tick should cost what the
+//! 10,000-account one does.
 //!
 //! `REMARGIN_PROFILE=<isolated|cross>:<N>` runs only that variant's ticks for ~10 s (for
 //! `perf record`), printing the time per position.
@@ -242,6 +243,8 @@ struct Row {
     positions: usize,
     tick_ns: f64,
     floor_ns: f64,
+    /// The median of the rounds' own tick/floor ratios (adjacent in time: drift cancels).
+    ratio: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -263,7 +266,8 @@ fn interleaved(name: String, t: &mut Ticker, floor: &Floor) -> Row {
         stream.push(per(floor.passes(reps)));
     }
     t.check();
-    Row { name, positions: n, tick_ns: median(tick), floor_ns: median(stream) }
+    let ratio = median(tick.iter().zip(&stream).map(|(t, f)| t / f).collect());
+    Row { name, positions: n, tick_ns: median(tick), floor_ns: median(stream), ratio }
 }
 
 fn profile(spec: &str) {
@@ -324,7 +328,7 @@ fn main() {
             1e9 / r.tick_ns,
             r.tick_ns,
             r.floor_ns,
-            r.tick_ns / r.floor_ns
+            r.ratio
         );
     }
 }

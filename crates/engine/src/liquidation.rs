@@ -34,6 +34,19 @@ use crate::margin::committed;
 use crate::orders::{NIL, OrderRecord, Working};
 use crate::sink::EventSink;
 
+/// Σ qty, Σ cost (wrapping: compared with the running sum modulo 2^64) and whether any
+/// position's mark value is below its floor — one pass, no stores, no early exit.
+#[inline]
+fn scan(qty: &[i64], cost: &[i64], floor: &[i64], value: impl Fn(i64) -> i64) -> (i64, i64, bool) {
+    let (mut net, mut sum, mut below) = (0i64, 0i64, false);
+    for ((&q, &c), &f) in qty.iter().zip(cost).zip(floor) {
+        net = net.wrapping_add(q);
+        sum = sum.wrapping_add(c);
+        below |= value(q) < f;
+    }
+    (net, sum, below)
+}
+
 impl Engine {
     /// The liquidation engine's account (its positions belong to the insurance fund).
     pub fn liquidator(&self) -> AccountId {
@@ -62,15 +75,37 @@ impl Engine {
         let mark = self.markets[m].mark;
         let inverse = inst.kind == amdahl_risk::ContractKind::Inverse;
         let unit = self.markets[m].mark_unit;
-        // The tick's audit of this market: recount quantity and cost over its positions
-        // while re-valuing them, against the running sums (DESIGN.md §4; the whole-system
-        // recomputation runs every `full_audit_every` groups).
-        let (mut net, mut cost) = (0i64, 0i128);
         let open = &self.open[m];
-        for k in 0..open.len() {
+        let n = open.len();
+        let (qty, cost, floor) = (&open.qty[..n], &open.cost[..n], &open.floor[..n]);
+        // 1. A pure scan that writes nothing: the tick's audit of this market (recount its
+        // quantity and cost against the running sums; DESIGN.md §4 — the whole-system
+        // recomputation runs every `full_audit_every` groups), and whether any position is
+        // at or past its floor. Kept free of stores through `self` so it stays a stream.
+        let (net, recount, any_below) = if inverse {
+            scan(qty, cost, floor, |q| q.wrapping_mul(unit))
+        } else {
+            scan(qty, cost, floor, |q| inst.value(amdahl_types::Qty(q), mark))
+        };
+        let expected_cost = self.market_cost[m];
+        if net != 0 || recount != expected_cost as i64 {
+            let cost = cost.iter().map(|&c| c as i128).sum();
+            let error = crate::audit::AuditError::MarketRecount {
+                market,
+                net_qty: net,
+                cost,
+                expected_cost,
+            };
+            self.recount_failure.get_or_insert(error);
+        }
+        if !any_below {
+            return;
+        }
+        // 2. The rare path: queue the isolated positions under their floor; cross positions
+        // (floor `ACCOUNT_CHECK`) get the account-level check.
+        for k in 0..n {
+            let open = &self.open[m];
             let (q, f) = (open.qty[k], open.floor[k]);
-            net += q;
-            cost += open.cost[k] as i128;
             let mark_value =
                 if inverse { q * unit } else { inst.value(amdahl_types::Qty(q), mark) };
             if mark_value >= f {
@@ -84,7 +119,7 @@ impl Engine {
                 // Cross margin is the account's: all its cross positions are at stake.
                 self.cross_hits.push(account);
             } else if below {
-                // Field by field: `open` and `inst` are still borrowed.
+                // Field by field: `inst` is still borrowed.
                 let i = account.0 as usize * self.markets.len() + m;
                 if !self.queued[i] {
                     self.queued[i] = true;
@@ -94,16 +129,6 @@ impl Engine {
         }
         while let Some(account) = self.cross_hits.pop() {
             self.check_account(account, self.markets[m].inst.settle);
-        }
-        if net != 0 || cost != self.market_cost[m] {
-            let expected_cost = self.market_cost[m];
-            let error = crate::audit::AuditError::MarketRecount {
-                market,
-                net_qty: net,
-                cost,
-                expected_cost,
-            };
-            self.recount_failure.get_or_insert(error);
         }
     }
 

@@ -992,3 +992,41 @@ fn regression_fill_far_from_mark_leaves_the_maker_below_maintenance() {
             .unrealised(h.engine.instrument(MarketId(0)), h.engine.mark(MarketId(0))),
     );
 }
+
+#[test]
+fn explore_tmp() {
+    let setup = |p: i64| {
+        let mut cfg = EngineConfig::reference(4);
+        cfg.insurance_fund = [ONE_XBT, 0];
+        let mut h = Harness::new(&cfg);
+        h.deposit(0, XBT, 3_000_000);
+        h.deposit(1, XBT, ONE_XBT);
+        for m in [0u16, 1] {
+            h.run(Command::SetLeverage {
+                account: AccountId(0),
+                market: MarketId(m),
+                leverage: Leverage::CROSS,
+            });
+        }
+        h.run(Command::Place(limit(1, 0, Side::Buy, 10_000, 20_000)));
+        h.run(Command::Place(limit(0, 0, Side::Sell, 10_000, 20_000)));
+        h.run(Command::Place(limit(1, 1, Side::Sell, 50, 40_000)));
+        h.run(Command::Place(limit(0, 1, Side::Buy, 50, 40_000)));
+        h.run(Command::Place(limit(0, 1, Side::Sell, 50, 40_000)));
+        h.mark(1, 44_000);
+        h.mark(0, p);
+        h
+    };
+    for p in (20_000..22_000).step_by(4) {
+        let mut h = setup(p);
+        if h.engine.is_liquidatable(AccountId(0), MarketId(0)) {
+            eprintln!("liquidatable at {p}");
+            break;
+        }
+        let ev = h.run(Command::Place(limit(1, 1, Side::Buy, 50, 44_000)));
+        if h.engine.is_liquidatable(AccountId(0), MarketId(0)) {
+            eprintln!("found {p}: {ev:?} avail {}", h.engine.available(AccountId(0), XBT));
+            break;
+        }
+    }
+}
