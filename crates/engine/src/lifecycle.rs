@@ -18,7 +18,7 @@ use amdahl_ledger::Entry;
 use amdahl_risk::fair::{FuturesBasis, MarkMethod, futures_fair_price, perpetual_fair_price};
 use amdahl_risk::funding::premium_index;
 use amdahl_risk::funding::{PremiumAccumulator, funding_payment, funding_rate, interest_rate};
-use amdahl_risk::index::{CompositeIndex, IndexEvent, IndexTwap};
+use amdahl_risk::index::{CompositeIndex, IndexEvent, IndexStatus, IndexTwap};
 use amdahl_types::{
     AccountId, CancelReason, Event, Leverage, MarketId, Money, Price, Rate, RejectReason, Seq,
     Side, Timestamp,
@@ -36,6 +36,9 @@ const MINUTE_NS: i64 = 60_000_000_000;
 pub(crate) struct LifeState {
     pub cfg: Lifecycle,
     pub index: Option<CompositeIndex>,
+    /// The composite index's health after its last computation (which constituents were
+    /// used, stale or outliers; held; single source).
+    pub index_status: Option<IndexStatus>,
     pub twap: IndexTwap,
     pub premium: PremiumAccumulator,
     pub next_sample: Option<Timestamp>,
@@ -54,6 +57,7 @@ impl LifeState {
         LifeState {
             cfg: cfg.clone(),
             index,
+            index_status: None,
             twap: IndexTwap::new(MINUTE_NS),
             premium: PremiumAccumulator::default(),
             next_sample: None,
@@ -75,6 +79,12 @@ impl Engine {
     pub fn funding(&self, market: MarketId) -> Option<(Rate, Timestamp)> {
         let life = &self.markets[market.0 as usize].life;
         life.next_funding.map(|t| (life.rate, t))
+    }
+
+    /// The composite index's health: constituents used, stale and outliers, whether it
+    /// holds its last value, and whether it is configured single-source (and so says).
+    pub fn index_status(&self, market: MarketId) -> Option<IndexStatus> {
+        self.markets[market.0 as usize].life.index_status
     }
 
     pub fn index_price(&self, market: MarketId) -> Option<Price> {
@@ -133,6 +143,7 @@ impl Engine {
         // 1. The composite index.
         if let Some(index) = self.markets[m].life.index.as_mut() {
             let (status, change) = index.compute(now);
+            self.markets[m].life.index_status = Some(status);
             match change {
                 Some(IndexEvent::Held { usable, required, .. }) => {
                     sink.emit(Event::IndexHeld { seq, market, usable, required })

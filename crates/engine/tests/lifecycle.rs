@@ -367,6 +367,12 @@ fn single_source_index_needs_the_explicit_flag() {
     one.single_source = true;
     cfg.markets[0].lifecycle.index = Some(one);
     cfg.validate().unwrap();
+    // …and the index says so in its status, with the one constituent it used.
+    let mut h = Harness::new(&cfg);
+    run_at(&mut h, SEC, index_price(M0, 0, 20_000));
+    let status = h.engine.index_status(M0).expect("computed");
+    assert!(status.single_source);
+    assert_eq!((status.price, status.used), (Some(Price(20_000)), 0b1));
     // Three constituents of which one suffices.
     let mut min_one = index_cfg(&[1, 1, 1], 60 * SEC, 1);
     cfg.markets[0].lifecycle.index = Some(min_one);

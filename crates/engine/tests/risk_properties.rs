@@ -993,40 +993,146 @@ fn regression_fill_far_from_mark_leaves_the_maker_below_maintenance() {
     );
 }
 
+
+fn halts_tmp(cmds: &[Command], fund: u8) -> bool {
+    let mut e = Engine::new(&config(fund));
+    let mut evs = Vec::new();
+    for (i, c) in cmds.iter().enumerate() {
+        let cmd = Sequenced { seq: Seq(i as u64 + 1), time: Timestamp(T0 + i as i64 * 1_000_000), command: *c };
+        e.apply(&cmd, &mut evs);
+        e.end_group(cmd.seq, &mut evs);
+    }
+    evs.iter().any(|e| matches!(e, Event::Halted { .. }))
+}
+
 #[test]
 fn explore_tmp() {
-    let setup = |p: i64| {
-        let mut cfg = EngineConfig::reference(4);
-        cfg.insurance_fund = [ONE_XBT, 0];
-        let mut h = Harness::new(&cfg);
-        h.deposit(0, XBT, 3_000_000);
-        h.deposit(1, XBT, ONE_XBT);
-        for m in [0u16, 1] {
-            h.run(Command::SetLeverage {
-                account: AccountId(0),
-                market: MarketId(m),
-                leverage: Leverage::CROSS,
-            });
+    let mut cmds = vec![
+Command::Deposit { account: AccountId(0), currency: XBT, amount: 500000000 },
+Command::Deposit { account: AccountId(0), currency: USDT, amount: 50000000000 },
+Command::Deposit { account: AccountId(1), currency: XBT, amount: 50000000 },
+Command::Deposit { account: AccountId(1), currency: USDT, amount: 5000000000 },
+Command::Deposit { account: AccountId(2), currency: XBT, amount: 50000000 },
+Command::Deposit { account: AccountId(2), currency: USDT, amount: 5000000000 },
+Command::Deposit { account: AccountId(3), currency: XBT, amount: 50000000 },
+Command::Deposit { account: AccountId(3), currency: USDT, amount: 5000000000 },
+Command::Deposit { account: AccountId(4), currency: XBT, amount: 5000000 },
+Command::Deposit { account: AccountId(4), currency: USDT, amount: 500000000 },
+Command::Deposit { account: AccountId(5), currency: XBT, amount: 5000000 },
+Command::Deposit { account: AccountId(5), currency: USDT, amount: 500000000 },
+Command::Place(NewOrder { account: AccountId(4), market: MarketId(0), side: Side::Buy, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(5400), price: Some(Price(19960)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(200), price: Some(Price(20000)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(0), price: Price(20072) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(200), price: Some(Price(20040)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(200), price: Some(Price(20040)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(0), price: Price(20072) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(200), price: Some(Price(20040)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(0), price: Price(20060) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(200), price: Some(Price(20040)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(200), price: Some(Price(20040)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(0), price: Price(20060) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(200), price: Some(Price(20040)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(0), price: Price(19958) },
+Command::Mark { market: MarketId(0), price: Price(19958) },
+Command::SetLeverage { account: AccountId(0), market: MarketId(0), leverage: Leverage(100) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(100), price: Some(Price(19929)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(100), price: Some(Price(19929)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(100), price: Some(Price(19929)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(100), price: Some(Price(19929)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Market, time_in_force: TimeInForce::ImmediateOrCancel, exec_inst: ExecInst::NONE, qty: Qty(100), price: None, stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(0), price: Price(19958) },
+Command::Mark { market: MarketId(0), price: Price(19958) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(100), price: Some(Price(19929)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(100), price: Some(Price(19929)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(100), price: Some(Price(19929)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(0), price: Price(19958) },
+Command::Mark { market: MarketId(0), price: Price(19958) },
+Command::Mark { market: MarketId(0), price: Price(19958) },
+Command::Mark { market: MarketId(0), price: Price(19935) },
+Command::Mark { market: MarketId(0), price: Price(20058) },
+Command::Mark { market: MarketId(0), price: Price(20058) },
+Command::Mark { market: MarketId(0), price: Price(20058) },
+Command::Mark { market: MarketId(0), price: Price(20158) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Market, time_in_force: TimeInForce::ImmediateOrCancel, exec_inst: ExecInst::NONE, qty: Qty(4400), price: None, stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::SetLeverage { account: AccountId(0), market: MarketId(0), leverage: Leverage(100) },
+Command::SetLeverage { account: AccountId(0), market: MarketId(0), leverage: Leverage(100) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(200), price: Some(Price(20120)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(0), price: Price(20158) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(0), price: Price(20158) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(200), price: Some(Price(20120)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(0), price: Price(20086) },
+Command::Mark { market: MarketId(0), price: Price(18522) },
+Command::Mark { market: MarketId(0), price: Price(18417) },
+Command::Mark { market: MarketId(0), price: Price(18316) },
+Command::Mark { market: MarketId(0), price: Price(18252) },
+Command::SetLeverage { account: AccountId(4), market: MarketId(0), leverage: Leverage(1000) },
+Command::Mark { market: MarketId(0), price: Price(18252) },
+Command::Liquidate { account: AccountId(4), market: MarketId(0) },
+Command::Mark { market: MarketId(0), price: Price(18252) },
+Command::Mark { market: MarketId(1), price: Price(40000) },
+Command::Mark { market: MarketId(0), price: Price(18252) },
+Command::Mark { market: MarketId(0), price: Price(18252) },
+Command::Mark { market: MarketId(0), price: Price(18252) },
+Command::Place(NewOrder { account: AccountId(0), market: MarketId(0), side: Side::Sell, ord_type: OrdType::Limit, time_in_force: TimeInForce::GoodTillCancel, exec_inst: ExecInst::NONE, qty: Qty(100), price: Some(Price(18252)), stop_px: None, display_qty: None, client_tag: 0 }),
+Command::Mark { market: MarketId(0), price: Price(18252) },
+Command::Mark { market: MarketId(0), price: Price(18218) },
+Command::Liquidate { account: AccountId(4), market: MarketId(0) },
+    ];
+    assert!(halts_tmp(&cmds, 0));
+    let mut i = cmds.len();
+    while i > 0 {
+        i -= 1;
+        let mut t = cmds.clone();
+        t.remove(i);
+        if halts_tmp(&t, 0) {
+            cmds = t;
         }
-        h.run(Command::Place(limit(1, 0, Side::Buy, 10_000, 20_000)));
-        h.run(Command::Place(limit(0, 0, Side::Sell, 10_000, 20_000)));
-        h.run(Command::Place(limit(1, 1, Side::Sell, 50, 40_000)));
-        h.run(Command::Place(limit(0, 1, Side::Buy, 50, 40_000)));
-        h.run(Command::Place(limit(0, 1, Side::Sell, 50, 40_000)));
-        h.mark(1, 44_000);
-        h.mark(0, p);
-        h
-    };
-    for p in (20_000..22_000).step_by(4) {
-        let mut h = setup(p);
-        if h.engine.is_liquidatable(AccountId(0), MarketId(0)) {
-            eprintln!("liquidatable at {p}");
-            break;
-        }
-        let ev = h.run(Command::Place(limit(1, 1, Side::Buy, 50, 44_000)));
-        if h.engine.is_liquidatable(AccountId(0), MarketId(0)) {
-            eprintln!("found {p}: {ev:?} avail {}", h.engine.available(AccountId(0), XBT));
-            break;
-        }
+    }
+    let mut e = Engine::new(&config(0));
+    for (i, c) in cmds.iter().enumerate() {
+        let cmd = Sequenced { seq: Seq(i as u64 + 1), time: Timestamp(T0 + i as i64 * 1_000_000), command: *c };
+        let mut evs = Vec::new();
+        e.apply(&cmd, &mut evs);
+        e.end_group(cmd.seq, &mut evs);
+        eprintln!("CMD {c:?}");
+        for ev in evs { eprintln!("    {ev:?}"); }
+        eprintln!("    pos {:?} wallet {} margin {}", e.position(AccountId(4), MarketId(0)), e.ledger().wallet(AccountId(4), XBT), e.position_margin(AccountId(4), MarketId(0)));
     }
 }

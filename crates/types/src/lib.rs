@@ -18,3 +18,9 @@ pub use order::*;
 
 mod message;
 pub use message::*;
+
+// Messages live in pre-allocated ring slots and are copied by value through every stage:
+// their size is a contract. A change that grows them must say why here.
+const _: () = assert!(size_of::<Command>() == 80);
+const _: () = assert!(size_of::<Event>() == 96);
+const _: () = assert!(size_of::<Sequenced>() == 96);
