@@ -105,6 +105,31 @@ impl Engine {
                 return Err(stale());
             }
         }
+        for a in 0..self.positions.len() / n {
+            if a == self.liquidator.0 as usize {
+                continue;
+            }
+            for currency in Currency::ALL {
+                let (mut base, mut iso) = (0i128, 0u32);
+                for (k, mk) in self.markets.iter().enumerate() {
+                    let p = &self.positions[a * n + k];
+                    if mk.inst.settle != currency || p.qty == 0 {
+                        continue;
+                    }
+                    if p.leverage == amdahl_types::Leverage::CROSS {
+                        let mv = mk.mark_value(p.qty);
+                        base += (mv - p.cost - self.margin_cache[a * n + k].maint) as i128;
+                    } else {
+                        iso += 1;
+                    }
+                }
+                let c = a * Currency::COUNT + currency.index();
+                if self.cross_base[c] != base || self.iso_count[c] != iso {
+                    let market = MarketId(u16::MAX);
+                    return Err(AuditError::PositionCache { account: a as u32, market });
+                }
+            }
+        }
         if let Some(m) = (0..n).find(|&m| self.open[m].len() != open_count[m]) {
             let market = MarketId(m as u16);
             return Err(AuditError::PositionCache { account: u32::MAX, market });

@@ -117,6 +117,14 @@ pub struct Engine {
     pub(crate) extra_margin: Vec<Money>,
     /// Per (account, market): the position's margins, refreshed whenever it changes.
     pub(crate) margin_cache: Vec<MarginCache>,
+    /// Per (account, currency): Σ over cross positions of (mark value − cost − posMaint),
+    /// and how many isolated positions the account holds. With no isolated position a
+    /// cross account is under maintenance exactly when wallet + this < 0, so a mark tick
+    /// re-margins it by adding its position's change of value — no walk over markets.
+    pub(crate) cross_base: Vec<i128>,
+    pub(crate) iso_count: Vec<u32>,
+    /// Per market: the mark (and inverse unit value) the cross sums were last moved to.
+    pub(crate) remargined_mark: Vec<(Price, i64)>,
     /// Per market: the bankruptcy price of the latest takeover (the price its liquidation
     /// order works at and auto-deleveraging closes at).
     pub(crate) bankruptcy: Vec<Option<Price>>,
@@ -188,6 +196,13 @@ impl Engine {
             queued: vec![false; rows * n_markets],
             extra_margin: vec![0; rows * n_markets],
             margin_cache: vec![MarginCache::default(); rows * n_markets],
+            cross_base: vec![0; rows * Currency::COUNT],
+            iso_count: vec![0; rows * Currency::COUNT],
+            remargined_mark: config
+                .markets
+                .iter()
+                .map(|m| (m.mark, unit_at(&m.instrument, m.mark)))
+                .collect(),
             bankruptcy: vec![None; n_markets],
             now: Timestamp(0),
             scratch: Vec::with_capacity(rows),
@@ -285,6 +300,33 @@ impl Engine {
         let floor =
             crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
         self.open[market.0 as usize].sync(account, &pos, floor);
+        self.refresh_cross(account, inst.settle);
+    }
+
+    /// Recompute an account's cross sums in `currency` from its positions (see
+    /// `cross_base`), at the marks the remargin passes last moved them to.
+    pub(crate) fn refresh_cross(&mut self, account: AccountId, currency: Currency) {
+        let (mut base, mut iso) = (0i128, 0u32);
+        // The liquidation engine has no margin: it is worked out, never liquidated.
+        let markets =
+            if account == self.liquidator { &self.markets[..0] } else { &self.markets[..] };
+        for (k, mk) in markets.iter().enumerate() {
+            let j = account.0 as usize * self.markets.len() + k;
+            let p = &self.positions[j];
+            if mk.inst.settle != currency || p.qty == 0 {
+                continue;
+            }
+            if p.leverage == Leverage::CROSS {
+                let (mark, unit) = self.remargined_mark[k];
+                let mv = if unit != 0 { p.qty * unit } else { mk.inst.value(Qty(p.qty), mark) };
+                base += (mv - p.cost - self.margin_cache[j].maint) as i128;
+            } else {
+                iso += 1;
+            }
+        }
+        let c = account.0 as usize * Currency::COUNT + currency.index();
+        self.cross_base[c] = base;
+        self.iso_count[c] = iso;
     }
 
     #[inline]
@@ -490,6 +532,9 @@ impl Engine {
             && (d.0 < 0 || d > o.qty || d.0 % inst.lot.0 != 0 || !o.ord_type.has_limit_price())
         {
             return Err(RejectReason::InvalidDisplayQty);
+        }
+        if self.queued[self.pm(o.account, o.market)] && !o.exec_inst.is_reduce_only() {
+            return Err(RejectReason::InLiquidation);
         }
         let am = &self.accounts[self.pm(o.account, o.market)];
         if am.open_orders >= self.max_open_orders {
@@ -898,6 +943,7 @@ impl Engine {
     fn check_filled(&mut self, market: MarketId) {
         let currency = self.markets[market.0 as usize].inst.settle;
         while let Some(account) = self.filled.pop() {
+            self.refresh_cross(account, currency);
             // Fees and realised PnL moved the wallet behind every cross position of the
             // currency, not only the position that traded.
             self.check_account(account, currency);
@@ -1316,7 +1362,10 @@ impl Engine {
             self.extra_margin[i] = 0;
         }
         let after = self.available(account, currency);
-        let refusal = if after < 0 && after < before {
+        // Isolated margin must be money the account has; a move to cross (or a margin cut)
+        // may leave a negative available balance only if it improves it.
+        let short = after < 0 && (after < before || leverage != Leverage::CROSS);
+        let refusal = if short {
             Some(RejectReason::InsufficientAvailableBalance)
         } else if self.markets.iter().enumerate().any(|(k, other)| {
             other.inst.settle == currency && self.is_liquidatable(account, MarketId(k as u16))
@@ -1534,6 +1583,10 @@ impl Settlement<'_> {
                 sink.emit(Event::Realised { seq, account, market, amount: realised });
             } else if realised != 0 {
                 let (seq, market) = (self.seq, self.market);
+                let topped = self.ledger.top_up_for(account, currency, realised);
+                if topped > 0 {
+                    sink.emit(Event::FundTopUp { seq, currency, amount: topped });
+                }
                 match self.ledger.realise(account, currency, realised) {
                     Ok(0) => {}
                     Ok(amount) => {

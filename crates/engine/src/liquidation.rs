@@ -75,6 +75,9 @@ impl Engine {
         let mark = self.markets[m].mark;
         let inverse = inst.kind == amdahl_risk::ContractKind::Inverse;
         let unit = self.markets[m].mark_unit;
+        let (old_mark, old_unit) = self.remargined_mark[m];
+        self.remargined_mark[m] = (mark, unit);
+        let currency = inst.settle;
         let open = &self.open[m];
         let n = open.len();
         let (qty, cost, floor) = (&open.qty[..n], &open.cost[..n], &open.floor[..n]);
@@ -113,8 +116,23 @@ impl Engine {
             }
             let account = AccountId(open.accounts[k]);
             let cross = f == crate::remargin::ACCOUNT_CHECK && account != self.liquidator;
-            let below =
-                !cross || account == self.liquidator || self.is_liquidatable(account, market);
+            let below = if cross {
+                // Move the account's cross sum by this position's change of value, then
+                // the account check is one compare (the full walk only with isolated
+                // positions beside, whose locked margin can depend on their own marks).
+                let old =
+                    if inverse { q * old_unit } else { inst.value(amdahl_types::Qty(q), old_mark) };
+                let c = account.0 as usize * amdahl_types::Currency::COUNT + currency.index();
+                self.cross_base[c] += (mark_value - old) as i128;
+                if self.iso_count[c] == 0 {
+                    let wallet = self.ledger.wallet(account, currency) as i128;
+                    wallet + self.cross_base[c] < 0
+                } else {
+                    self.is_liquidatable(account, market)
+                }
+            } else {
+                true
+            };
             if below && cross {
                 // Cross margin is the account's: all its cross positions are at stake.
                 self.cross_hits.push(account);
@@ -225,7 +243,10 @@ impl Engine {
         if pos.qty == 0 {
             return None;
         }
-        let margin = self.position_margin(account, market);
+        // Never more than the wallet holds: the trader cannot lose money they do not have,
+        // whatever their wallet lost elsewhere since the margin was set aside.
+        let wallet = self.ledger.wallet(account, self.instrument(market).settle);
+        let margin = self.position_margin(account, market).min(wallet.max(0));
         bankruptcy_price(self.instrument(market), &pos, margin)
     }
 
@@ -360,6 +381,10 @@ impl Engine {
         self.sync_position(self.liquidator, market);
         self.ledger.post_trade_cost(currency, value, -value);
         if realised != 0 {
+            let topped = self.ledger.top_up_for(account, currency, realised);
+            if topped > 0 {
+                sink.emit(Event::FundTopUp { seq, currency, amount: topped });
+            }
             match self.ledger.realise(account, currency, realised) {
                 Ok(0) => {}
                 Ok(amount) => sink.emit(Event::InsuranceCovered { seq, account, currency, amount }),
@@ -376,6 +401,7 @@ impl Engine {
             let fees = self.ledger.balance(Entry::Fees, currency);
             if short > 0 && fees >= short {
                 self.ledger.transfer(currency, Entry::Fees, Entry::Insurance, short).expect("held");
+                sink.emit(Event::FundTopUp { seq, currency, amount: short });
             }
         }
         if liq_realised != 0 {

@@ -913,6 +913,7 @@ impl Checker {
                 | Event::Settled { .. }
                 | Event::MarginTransferred { .. }
                 | Event::RiskLimitChanged { .. }
+                | Event::FundTopUp { .. }
                 | Event::LeverageChanged { .. }
                 | Event::MarkChanged { .. }
                 | Event::Deposited { .. }
@@ -1129,6 +1130,10 @@ fn reconcile(engine: &Engine, before: &[i64], evs: &[Event]) -> Result<(), Strin
             Event::InsuranceCovered { account, currency, amount, .. } => {
                 want[at(currency, account.0 as usize)] += amount;
                 want[at(currency, ins)] -= amount;
+            }
+            Event::FundTopUp { currency, amount, .. } => {
+                want[at(currency, fees)] -= amount;
+                want[at(currency, ins)] += amount;
             }
             Event::Fill { market, maker_account, taker_account, maker_fee, taker_fee, .. } => {
                 let c = engine.instrument(market).settle;

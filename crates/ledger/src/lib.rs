@@ -268,6 +268,25 @@ impl Ledger {
         Ok(())
     }
 
+    /// Before realising `amount` into a wallet: if the loss reaches past the wallet and past
+    /// the insurance fund, move what the fee account can spare into the fund so the loss is
+    /// covered rather than halting trading. Returns what moved (0 usually).
+    pub fn top_up_for(&mut self, account: AccountId, currency: Currency, amount: Money) -> Money {
+        let c = currency.index();
+        let wallet = self.wallets[c][account.0 as usize] as i128;
+        let shortfall = (-(wallet + amount as i128)).max(0);
+        let deficit = shortfall - self.totals[c].insurance as i128;
+        if deficit <= 0 {
+            return 0;
+        }
+        let moved = (deficit as Money).min(self.totals[c].fees);
+        if moved > 0 {
+            self.add(currency, Entry::Fees, -moved);
+            self.add(currency, Entry::Insurance, moved);
+        }
+        moved
+    }
+
     /// Seed the insurance fund (money enters the system, recorded as a deposit).
     pub fn fund_insurance(&mut self, currency: Currency, amount: Money) -> Result<(), LedgerError> {
         if amount <= 0 {

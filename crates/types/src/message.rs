@@ -168,6 +168,8 @@ pub enum RejectReason {
     RiskLimitExceeded,
     /// Not the base risk limit plus a whole number of steps.
     InvalidRiskLimit,
+    /// The position is under maintenance and queued for liquidation: no new exposure.
+    InLiquidation,
 }
 
 impl RejectReason {
@@ -215,6 +217,7 @@ impl RejectReason {
             RejectReason::WouldLiquidate => "Change would lead to immediate liquidation",
             RejectReason::RiskLimitExceeded => "Position and orders would exceed the risk limit",
             RejectReason::InvalidRiskLimit => "Invalid riskLimit",
+            RejectReason::InLiquidation => "Position is in liquidation",
             RejectReason::UnknownConstituent => "Unknown index constituent",
             RejectReason::InvalidTransfer => {
                 "Invalid transferMargin: isolated positions only, and not below initial margin"
@@ -436,6 +439,13 @@ pub enum Event {
         account: AccountId,
         market: MarketId,
         limit: Money,
+    },
+    /// The fee account paid `amount` into an empty insurance fund so a loss could be covered
+    /// (the last backstop before a halt).
+    FundTopUp {
+        seq: Seq,
+        currency: Currency,
+        amount: Money,
     },
     /// The audit failed; the engine accepts no more writes.
     Halted {
