@@ -550,6 +550,10 @@ impl Engine {
             self.trade_with_liquidator(seq, account, market, closing, Qty(qty), price, sink);
             let delta = -pos.qty.signum() * qty;
             sink.emit(Event::Deleveraged { seq, account, market, qty: delta, price });
+            // Closed at the bankruptcy price, not the mark: the account gave up mark-to-market
+            // profit its other cross positions may have leant on.
+            let currency = self.markets[market.0 as usize].inst.settle;
+            self.check_account(account, currency);
         }
     }
 }
