@@ -1311,16 +1311,16 @@ impl Engine {
             if market.is_some_and(|x| x != m) {
                 continue;
             }
-            // Oldest first, so the events read in placement order.
-            loop {
-                let mut s = self.accounts[self.pm(account, m)].head;
-                if s == NIL {
-                    break;
-                }
-                while self.orders.next_in_list(s) != NIL {
-                    s = self.orders.next_in_list(s);
-                }
+            // Oldest first (the list's tail), so the events read in placement order: find
+            // the tail once, then walk back — each cancel unlinks only the order itself.
+            let mut s = self.accounts[self.pm(account, m)].head;
+            while s != NIL && self.orders.next_in_list(s) != NIL {
+                s = self.orders.next_in_list(s);
+            }
+            while s != NIL {
+                let newer = self.orders.prev_in_list(s);
                 self.cancel_slot(seq, s, CancelReason::Requested, sink);
+                s = newer;
             }
         }
     }

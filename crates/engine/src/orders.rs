@@ -182,4 +182,8 @@ impl Orders {
     pub fn next_in_list(&self, slot: u32) -> u32 {
         self.slots[slot as usize].next
     }
+
+    pub fn prev_in_list(&self, slot: u32) -> u32 {
+        self.slots[slot as usize].prev
+    }
 }
