@@ -183,3 +183,18 @@ proptest! {
         prop_assert_eq!(inst.within_band(Price(price), Price(mark)), 10 * off.abs() <= mark);
     }
 }
+
+proptest! {
+    /// The 64-bit fast path of `value` and the checked 128-bit path agree everywhere.
+    #[test]
+    fn value_fast_path_agrees_with_the_wide_path(
+        qty in -10_000_000i64..=10_000_000,
+        ticks in 1i64..=2_000_000,
+    ) {
+        for inst in [Instrument::xbtusd(), Instrument::ethusd(), Instrument::xbtusdt()] {
+            let price = Price(ticks.min(inst.max_price.0));
+            let wide = inst.checked_value(Qty(qty), price);
+            prop_assert_eq!(Some(inst.value(Qty(qty), price)), wide);
+        }
+    }
+}
