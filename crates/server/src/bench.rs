@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use amdahl_engine::{Engine, EventSink, HashSink};
-use amdahl_types::{Event, RejectReason, Sequenced};
+use amdahl_types::{Command, Event, RejectReason, Seq, Sequenced};
 use amdahl_workload::{WorkloadConfig, apply_grouped, generate};
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -65,7 +65,7 @@ pub struct Report {
 
 /// Event kinds counted by name; every other kind (deposits, withdrawals, index ticks, and
 /// any added later) counts as "Other", so a new `Event` variant needs no change here.
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 15] = [
     "Rejected",
     "OrderAccepted",
     "OrderTriggered",
@@ -76,6 +76,10 @@ const KINDS: [&str; 11] = [
     "LeverageChanged",
     "MarkChanged",
     "Halted",
+    "Liquidated",
+    "Deleveraged",
+    "InsuranceCovered",
+    "FundTopUp",
     "Other",
 ];
 
@@ -118,7 +122,11 @@ impl EventSink for CountingSink {
             Event::LeverageChanged { .. } => 7,
             Event::MarkChanged { .. } => 8,
             Event::Halted { .. } => 9,
-            _ => 10,
+            Event::Liquidated { .. } => 10,
+            Event::Deleveraged { .. } => 11,
+            Event::InsuranceCovered { .. } => 12,
+            Event::FundTopUp { .. } => 13,
+            _ => 14,
         };
         self.kinds[kind] += 1;
         self.hash.emit(event);
@@ -202,17 +210,31 @@ impl Timed {
 #[inline(never)]
 fn timed_run(engine: &mut Engine, commands: &[Sequenced], group_size: usize) -> Timed {
     let mut m = Timed::new();
+    // As the sequencer does: number every command as it enters, and feed the liquidations a
+    // group found back as the first commands of the next group.
+    let mut seq = commands.first().map_or(1, |c| c.seq.0);
+    let mut liquidations: Vec<Command> = Vec::with_capacity(1 << 16);
     let start = Instant::now();
     let mut t = start;
     for group in commands.chunks(group_size) {
         let group_start = t;
-        for cmd in group {
-            engine.apply(cmd, &mut m.sink);
+        let fed_back = liquidations.drain(..).map(|command| Sequenced {
+            seq: Seq(0),
+            time: group[0].time,
+            command,
+        });
+        let mut last = Seq(0);
+        for cmd in fed_back.chain(group.iter().copied()) {
+            let cmd = Sequenced { seq: Seq(seq), ..cmd };
+            seq += 1;
+            last = cmd.seq;
+            engine.apply(&cmd, &mut m.sink);
             let now = Instant::now();
             m.command_ns.saturating_record(ns(now - t));
             t = now;
         }
-        let ok = engine.end_group(group[group.len() - 1].seq, &mut m.sink);
+        let ok = engine.end_group(last, &mut m.sink);
+        engine.take_liquidations(&mut liquidations);
         let now = Instant::now();
         let audit = ns(now - t);
         m.audit_total_ns += audit;

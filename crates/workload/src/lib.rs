@@ -586,12 +586,26 @@ pub fn apply_grouped<S: EventSink>(
     group_size: usize,
     sink: &mut S,
 ) -> bool {
+    // As the sequencer does: number every command as it enters, and feed the liquidations a
+    // group found back as the first commands of the next group.
     let mut ok = true;
+    let mut seq = commands.first().map_or(1, |c| c.seq.0);
+    let mut liquidations = Vec::new();
     for group in commands.chunks(group_size.max(1)) {
-        for cmd in group {
-            engine.apply(cmd, sink);
+        let time = group[0].time;
+        let fed_back = liquidations
+            .drain(..)
+            .map(|command| Sequenced { seq: amdahl_types::Seq(0), time, command })
+            .collect::<Vec<_>>();
+        let mut last = amdahl_types::Seq(0);
+        for cmd in fed_back.into_iter().chain(group.iter().copied()) {
+            let cmd = Sequenced { seq: amdahl_types::Seq(seq), ..cmd };
+            seq += 1;
+            last = cmd.seq;
+            engine.apply(&cmd, sink);
         }
-        ok &= engine.end_group(group[group.len() - 1].seq, sink);
+        ok &= engine.end_group(last, sink);
+        engine.take_liquidations(&mut liquidations);
     }
     ok
 }
