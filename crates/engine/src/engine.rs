@@ -438,6 +438,16 @@ impl Engine {
 
     // ---- money in and out ----
 
+    fn money_refusal(&self, account: AccountId, amount: Money) -> Option<RejectReason> {
+        if !self.known_account(account) {
+            Some(RejectReason::UnknownAccount)
+        } else if amount <= 0 {
+            Some(RejectReason::AmountNotPositive)
+        } else {
+            None
+        }
+    }
+
     fn deposit<S: EventSink>(
         &mut self,
         seq: Seq,
@@ -446,11 +456,8 @@ impl Engine {
         amount: Money,
         sink: &mut S,
     ) {
-        if !self.known_account(account) {
-            return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
-        }
-        if amount <= 0 {
-            return self.reject(seq, account, RejectReason::AmountNotPositive, 0, sink);
+        if let Some(reason) = self.money_refusal(account, amount) {
+            return self.reject(seq, account, reason, 0, sink);
         }
         self.ledger.deposit(account, currency, amount).expect("validated");
         sink.emit(Event::Deposited { seq, account, currency, amount });
@@ -464,11 +471,8 @@ impl Engine {
         amount: Money,
         sink: &mut S,
     ) {
-        if !self.known_account(account) {
-            return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
-        }
-        if amount <= 0 {
-            return self.reject(seq, account, RejectReason::AmountNotPositive, 0, sink);
+        if let Some(reason) = self.money_refusal(account, amount) {
+            return self.reject(seq, account, reason, 0, sink);
         }
         if self.available(account, currency) < amount {
             return self.reject(seq, account, RejectReason::InsufficientAvailableBalance, 0, sink);
@@ -697,31 +701,22 @@ impl Engine {
             Ok(o) => o,
             Err(reason) => return self.reject(seq, order.account, reason, order.client_tag, sink),
         };
+        let conditional = o.ord_type.is_conditional();
+        let slot = self.accept(seq, &o, sink);
+        if conditional {
+            self.index_trigger(slot);
+        } else {
+            self.execute(seq, slot, sink);
+        }
+        self.fire_triggers(seq, o.market, sink);
+    }
+
+    /// Give an order that passed its checks an id and a record, and announce it. Returns
+    /// its slot; the caller then indexes its trigger or executes it.
+    pub(crate) fn accept<S: EventSink>(&mut self, seq: Seq, o: &NewOrder, sink: &mut S) -> u32 {
         let id = OrderId(self.next_order);
         self.next_order += 1;
-        let conditional = o.ord_type.is_conditional();
-        let record = OrderRecord {
-            id,
-            account: o.account,
-            market: o.market,
-            side: o.side,
-            ord_type: o.ord_type,
-            placed_type: o.ord_type,
-            time_in_force: o.time_in_force,
-            exec_inst: o.exec_inst,
-            qty: o.qty,
-            leaves: o.qty,
-            cum: Qty(0),
-            price: o.price,
-            stop_px: o.stop_px,
-            display: o.display_qty,
-            client_tag: o.client_tag,
-            working: if conditional { Working::Untriggered } else { Working::Pending },
-            held_value: 0,
-            prev: NIL,
-            next: NIL,
-        };
-        let slot = self.add_record(record);
+        let slot = self.add_record(OrderRecord::accepted(id, o));
         sink.emit(Event::OrderAccepted {
             seq,
             order: id,
@@ -733,12 +728,7 @@ impl Engine {
             price: o.price,
             client_tag: o.client_tag,
         });
-        if conditional {
-            self.index_trigger(slot);
-        } else {
-            self.execute(seq, slot, sink);
-        }
-        self.fire_triggers(seq, o.market, sink);
+        slot
     }
 
     pub(crate) fn add_record(&mut self, record: OrderRecord) -> u32 {

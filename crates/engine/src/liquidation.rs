@@ -24,14 +24,14 @@
 use amdahl_risk::liquidation::{AdlCandidate, AdlScore, adl_indicator, bankruptcy_price, sort_adl};
 use amdahl_types::{
     AccountId, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId, Money,
-    OrdType, OrderId, Price, Qty, RejectReason, Seq, Side, TimeInForce,
+    NewOrder, OrdType, Price, Qty, RejectReason, Seq, Side, TimeInForce,
 };
 
 use amdahl_ledger::Entry;
 
 use crate::engine::Engine;
 use crate::margin::committed;
-use crate::orders::{NIL, OrderRecord, Working};
+use crate::orders::NIL;
 use crate::sink::EventSink;
 
 /// Σ qty, Σ cost (wrapping: compared with the running sum modulo 2^64) and whether any
@@ -494,41 +494,20 @@ impl Engine {
         let side = if pos.qty > 0 { Side::Sell } else { Side::Buy };
         let qty = Qty(pos.qty.abs());
         let price = (ord_type == OrdType::Limit).then_some(price);
-        let id = OrderId(self.next_order);
-        self.next_order += 1;
-        let record = OrderRecord {
-            id,
+        let order = NewOrder {
             account: liquidator,
             market,
             side,
             ord_type,
-            placed_type: ord_type,
             time_in_force,
             exec_inst: ExecInst::NONE,
             qty,
-            leaves: qty,
-            cum: Qty(0),
             price,
             stop_px: None,
-            display: None,
+            display_qty: None,
             client_tag: 0,
-            working: Working::Pending,
-            held_value: 0,
-            prev: NIL,
-            next: NIL,
         };
-        let slot = self.add_record(record);
-        sink.emit(Event::OrderAccepted {
-            seq,
-            order: id,
-            account: liquidator,
-            market,
-            side,
-            ord_type,
-            qty,
-            price,
-            client_tag: 0,
-        });
+        let slot = self.accept(seq, &order, sink);
         self.execute(seq, slot, sink);
     }
 

@@ -6,7 +6,7 @@
 
 use amdahl_book::OrderHandle;
 use amdahl_types::{
-    AccountId, ExecInst, MarketId, Money, OrdType, OrderId, Price, Qty, Side, TimeInForce,
+    AccountId, ExecInst, MarketId, Money, NewOrder, OrdType, OrderId, Price, Qty, Side, TimeInForce,
 };
 use rustc_hash::FxHashMap;
 
@@ -51,6 +51,33 @@ pub struct OrderRecord {
 }
 
 impl OrderRecord {
+    /// The record of a newly accepted order: nothing filled, not yet working anywhere
+    /// (conditional orders wait for their trigger).
+    pub(crate) fn accepted(id: OrderId, o: &NewOrder) -> OrderRecord {
+        let conditional = o.ord_type.is_conditional();
+        OrderRecord {
+            id,
+            account: o.account,
+            market: o.market,
+            side: o.side,
+            ord_type: o.ord_type,
+            placed_type: o.ord_type,
+            time_in_force: o.time_in_force,
+            exec_inst: o.exec_inst,
+            qty: o.qty,
+            leaves: o.qty,
+            cum: Qty(0),
+            price: o.price,
+            stop_px: o.stop_px,
+            display: o.display_qty,
+            client_tag: o.client_tag,
+            working: if conditional { Working::Untriggered } else { Working::Pending },
+            held_value: 0,
+            prev: NIL,
+            next: NIL,
+        }
+    }
+
     pub fn is_reduce_only(&self) -> bool {
         self.exec_inst.is_reduce_only()
     }
