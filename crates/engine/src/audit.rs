@@ -83,8 +83,8 @@ impl Engine {
             if self.margin_cache[i] != crate::remargin::MarginCache::of(p, inst) {
                 return Err(stale());
             }
-            let open = &self.open[m];
-            let at = open.index[a as usize];
+            let open = &self.shards[a as usize % self.shards.len()].open[m];
+            let at = open.at(amdahl_types::AccountId(a));
             if p.qty == 0 {
                 if at != crate::orders::NIL {
                     return Err(stale());
@@ -123,14 +123,15 @@ impl Engine {
                         iso += 1;
                     }
                 }
-                let c = a * Currency::COUNT + currency.index();
-                if self.cross_base[c] != base || self.iso_count[c] != iso {
+                let (s, c) = self.cross_slot(amdahl_types::AccountId(a as u32), currency);
+                if self.shards[s].cross_base[c] != base || self.shards[s].iso_count[c] != iso {
                     let market = MarketId(u16::MAX);
                     return Err(AuditError::PositionCache { account: a as u32, market });
                 }
             }
         }
-        if let Some(m) = (0..n).find(|&m| self.open[m].len() != open_count[m]) {
+        let open_len = |m: usize| self.shards.iter().map(|s| s.open[m].len()).sum::<usize>();
+        if let Some(m) = (0..n).find(|&m| open_len(m) != open_count[m]) {
             let market = MarketId(m as u16);
             return Err(AuditError::PositionCache { account: u32::MAX, market });
         }

@@ -1,4 +1,5 @@
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use amdahl_book::{Book, BookConfig, Match, RestingOrder, Taker};
 use amdahl_ledger::{Entry, Ledger};
@@ -13,8 +14,16 @@ use crate::audit::HaltEvidence;
 use crate::config::EngineConfig;
 use crate::margin::{AccountMarket, committed};
 use crate::orders::{NIL, OrderRecord, Orders, Working};
-use crate::remargin::{MarginCache, OpenPositions};
+use crate::remargin::{AccountShard, MarginCache};
 use crate::sink::EventSink;
+
+/// The ledger for writing. Shard threads read it only during a tick's fan-out, and the
+/// engine waits for every shard before it goes on, so outside a fan-out this is the only
+/// reference: the check is one atomic load, never a lock.
+#[inline]
+pub(crate) fn edit(ledger: &mut Arc<Ledger>) -> &mut Ledger {
+    Arc::get_mut(ledger).expect("no shard thread holds the ledger outside a tick")
+}
 
 /// Which way the trigger price must move to fire a conditional order.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -88,7 +97,9 @@ pub struct Engine {
     /// Indexed by `account × markets + market`.
     pub(crate) positions: Vec<Position>,
     pub(crate) accounts: Vec<AccountMarket>,
-    pub(crate) ledger: Ledger,
+    /// Shared (read-only) with the remargin shard threads during a tick's fan-out, and only
+    /// then; every write goes through `edit`.
+    pub(crate) ledger: Arc<Ledger>,
     pub(crate) next_order: u64,
     pub(crate) day: Option<i64>,
     pub(crate) halt: Option<HaltEvidence>,
@@ -102,13 +113,15 @@ pub struct Engine {
     /// Accounts whose position changed during one match: a fill away from the mark can
     /// leave a position under maintenance without any mark change.
     filled: Vec<AccountId>,
-    /// Cross accounts a remargin pass found under maintenance.
-    pub(crate) cross_hits: Vec<AccountId>,
     /// The liquidation engine's account: one past the last user account. Its positions
     /// belong to the insurance fund; it pays no fees and no margin.
     pub(crate) liquidator: AccountId,
-    /// Per market: the accounts with an open position (the remargin pass walks only these).
-    pub(crate) open: Vec<OpenPositions>,
+    /// The remargin stage's account shards (see `remargin.rs`): per market, the accounts
+    /// with an open position (the pass walks only these), and the accounts' cross sums.
+    pub(crate) shards: Vec<Box<AccountShard>>,
+    /// Where a tick's shards are re-margined when the engine runs in a pipeline: shard 0
+    /// on the engine's thread, the others on theirs. `None`: all on this thread, in turn.
+    pub(crate) fan_out: Option<crate::pipeline::FanOut>,
     /// Liquidations found by remargin, to be fed back as `Command::Liquidate` in the next
     /// group; a flag per (account, market) keeps each queued once.
     pub(crate) pending: Vec<(MarketId, AccountId)>,
@@ -117,12 +130,6 @@ pub struct Engine {
     pub(crate) extra_margin: Vec<Money>,
     /// Per (account, market): the position's margins, refreshed whenever it changes.
     pub(crate) margin_cache: Vec<MarginCache>,
-    /// Per (account, currency): Σ over cross positions of (mark value − cost − posMaint),
-    /// and how many isolated positions the account holds. With no isolated position a
-    /// cross account is under maintenance exactly when wallet + this < 0, so a mark tick
-    /// re-margins it by adding its position's change of value — no walk over markets.
-    pub(crate) cross_base: Vec<i128>,
-    pub(crate) iso_count: Vec<u32>,
     /// Per market: the mark (and inverse unit value) the cross sums were last moved to.
     pub(crate) remargined_mark: Vec<(Price, i64)>,
     /// Per market: the bankruptcy price of the latest takeover (the price its liquidation
@@ -140,7 +147,15 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: &EngineConfig) -> Engine {
+        Engine::with_shards(config, 1)
+    }
+
+    /// An engine whose remargin state is split into `shards` account shards (account `a`
+    /// in shard `a % shards`). The events and the state hash do not depend on `shards`;
+    /// the pipeline re-margins the shards of a tick in parallel.
+    pub fn with_shards(config: &EngineConfig, shards: u32) -> Engine {
         config.validate().expect("invalid engine config");
+        assert!(shards >= 1, "at least one account shard");
         let n_markets = config.markets.len();
         // One row per user account plus the liquidation engine's.
         let rows = config.accounts as usize + 1;
@@ -178,7 +193,7 @@ impl Engine {
             orders: Orders::new(config.max_orders),
             positions: vec![Position::default(); rows * n_markets],
             accounts: vec![AccountMarket::default(); rows * n_markets],
-            ledger,
+            ledger: Arc::new(ledger),
             next_order: 1,
             day: None,
             halt: None,
@@ -189,15 +204,15 @@ impl Engine {
             full_audit_every: config.full_audit_every,
             touched: Vec::with_capacity(1 << 16),
             filled: Vec::with_capacity(1 << 16),
-            cross_hits: Vec::with_capacity(rows),
             liquidator: AccountId(config.accounts),
-            open: (0..n_markets).map(|_| OpenPositions::new(rows)).collect(),
+            shards: (0..shards)
+                .map(|_| Box::new(AccountShard::new(n_markets, rows, shards)))
+                .collect(),
+            fan_out: None,
             pending: Vec::with_capacity(rows),
             queued: vec![false; rows * n_markets],
             extra_margin: vec![0; rows * n_markets],
             margin_cache: vec![MarginCache::default(); rows * n_markets],
-            cross_base: vec![0; rows * Currency::COUNT],
-            iso_count: vec![0; rows * Currency::COUNT],
             remargined_mark: config
                 .markets
                 .iter()
@@ -276,7 +291,7 @@ impl Engine {
     /// that the audit halts the engine.
     #[doc(hidden)]
     pub fn corrupt_for_test(&mut self, account: AccountId, currency: Currency, amount: Money) {
-        self.ledger.corrupt_for_test(account, currency, amount);
+        edit(&mut self.ledger).corrupt_for_test(account, currency, amount);
     }
 
     /// The order-margin hold of an account in a market.
@@ -299,7 +314,8 @@ impl Engine {
         let cross = account == self.liquidator;
         let floor =
             crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
-        self.open[market.0 as usize].sync(account, &pos, floor);
+        let s = account.0 as usize % self.shards.len();
+        self.shards[s].open[market.0 as usize].sync(account, &pos, floor);
         self.refresh_cross(account, inst.settle);
     }
 
@@ -324,9 +340,17 @@ impl Engine {
                 iso += 1;
             }
         }
-        let c = account.0 as usize * Currency::COUNT + currency.index();
-        self.cross_base[c] = base;
-        self.iso_count[c] = iso;
+        let (s, c) = self.cross_slot(account, currency);
+        self.shards[s].cross_base[c] = base;
+        self.shards[s].iso_count[c] = iso;
+    }
+
+    /// The account's shard, and its (account, currency) row in the shard's cross sums.
+    #[inline]
+    pub(crate) fn cross_slot(&self, account: AccountId, currency: Currency) -> (usize, usize) {
+        let k = self.shards.len();
+        let a = account.0 as usize;
+        (a % k, a / k * Currency::COUNT + currency.index())
     }
 
     #[inline]
@@ -459,7 +483,7 @@ impl Engine {
         if let Some(reason) = self.money_refusal(account, amount) {
             return self.reject(seq, account, reason, 0, sink);
         }
-        self.ledger.deposit(account, currency, amount).expect("validated");
+        edit(&mut self.ledger).deposit(account, currency, amount).expect("validated");
         sink.emit(Event::Deposited { seq, account, currency, amount });
     }
 
@@ -477,7 +501,7 @@ impl Engine {
         if self.available(account, currency) < amount {
             return self.reject(seq, account, RejectReason::InsufficientAvailableBalance, 0, sink);
         }
-        self.ledger.withdraw(account, currency, amount).expect("available covers it");
+        edit(&mut self.ledger).withdraw(account, currency, amount).expect("available covers it");
         sink.emit(Event::Withdrawn { seq, account, currency, amount });
     }
 
@@ -892,7 +916,7 @@ impl Engine {
             ledger,
             touched,
             halt,
-            open,
+            shards,
             market_cost,
             margin_cache,
             extra_margin,
@@ -908,9 +932,9 @@ impl Engine {
             orders,
             positions,
             accounts,
-            ledger,
+            ledger: edit(ledger),
             touched,
-            open: &mut open[m],
+            shards,
             market_cost: &mut market_cost[m],
             margin_cache,
             extra_margin,
@@ -1465,7 +1489,7 @@ struct Settlement<'a> {
     accounts: &'a mut [AccountMarket],
     ledger: &'a mut Ledger,
     touched: &'a mut Vec<AccountId>,
-    open: &'a mut OpenPositions,
+    shards: &'a mut [Box<AccountShard>],
     market_cost: &'a mut i128,
     margin_cache: &'a mut [MarginCache],
     extra_margin: &'a mut [Money],
@@ -1559,7 +1583,9 @@ impl Settlement<'_> {
             let cross = account == self.liquidator;
             let floor =
                 crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
-            self.open.sync(account, &pos, floor);
+            let k = self.shards.len();
+            self.shards[account.0 as usize % k].open[self.market.0 as usize]
+                .sync(account, &pos, floor);
             self.filled.push(account);
         }
         self.ledger.post_trade_cost(currency, value, -value);

@@ -25,6 +25,7 @@ mod lifecycle;
 mod liquidation;
 mod margin;
 mod orders;
+pub mod pipeline;
 mod remargin;
 mod sink;
 

@@ -294,7 +294,9 @@ impl Engine {
         // Canonical order (by account), whatever the layout of the open list.
         let mut accounts = std::mem::take(&mut self.scratch);
         accounts.clear();
-        accounts.extend_from_slice(&self.open[m].accounts);
+        for shard in &self.shards {
+            accounts.extend_from_slice(&shard.open[m].accounts);
+        }
         accounts.sort_unstable();
         let entry = |e: &Engine, a: u32| {
             if AccountId(a) == e.liquidator {
@@ -313,7 +315,9 @@ impl Engine {
                 let from = entry(self, a);
                 let paid = (-change).min(self.ledger.balance(from, currency));
                 if paid > 0 {
-                    self.ledger.transfer(currency, from, Entry::Clearing, paid).expect("covered");
+                    crate::engine::edit(&mut self.ledger)
+                        .transfer(currency, from, Entry::Clearing, paid)
+                        .expect("covered");
                 }
                 let account = AccountId(a);
                 sink.emit(Event::FundingPaid { seq, account, market, amount: -paid, rate });
@@ -329,7 +333,7 @@ impl Engine {
             let need = Money::try_from(owed - in_clearing).expect("fits");
             let can = need.min(self.ledger.balance(Entry::Insurance, currency));
             if can > 0 {
-                self.ledger
+                crate::engine::edit(&mut self.ledger)
                     .transfer(currency, Entry::Insurance, Entry::Clearing, can)
                     .expect("held");
             }
@@ -341,7 +345,9 @@ impl Engine {
             let change = change.min(self.ledger.balance(Entry::Clearing, currency));
             if change > 0 {
                 let to = entry(self, a);
-                self.ledger.transfer(currency, Entry::Clearing, to, change).expect("funded");
+                crate::engine::edit(&mut self.ledger)
+                    .transfer(currency, Entry::Clearing, to, change)
+                    .expect("funded");
                 let account = AccountId(a);
                 sink.emit(Event::FundingPaid { seq, account, market, amount: change, rate });
             }
@@ -349,7 +355,9 @@ impl Engine {
         // The residue (payers' rounding in the fund's favour) goes to the fund.
         let left = self.ledger.balance(Entry::Clearing, currency);
         if left > 0 {
-            self.ledger.transfer(currency, Entry::Clearing, Entry::Insurance, left).expect("held");
+            crate::engine::edit(&mut self.ledger)
+                .transfer(currency, Entry::Clearing, Entry::Insurance, left)
+                .expect("held");
         }
         self.scratch = accounts;
     }
@@ -381,7 +389,8 @@ impl Engine {
         if self.halt.is_some() {
             return;
         }
-        let mut accounts = self.open[m].accounts.clone();
+        let mut accounts: Vec<u32> =
+            self.shards.iter().flat_map(|s| s.open[m].accounts.iter().copied()).collect();
         accounts.sort_unstable();
         for a in accounts {
             let account = AccountId(a);

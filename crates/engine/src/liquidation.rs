@@ -34,19 +34,6 @@ use crate::margin::committed;
 use crate::orders::NIL;
 use crate::sink::EventSink;
 
-/// Σ qty, Σ cost (wrapping: compared with the running sum modulo 2^64) and whether any
-/// position's mark value is below its floor — one pass, no stores, no early exit.
-#[inline]
-fn scan(qty: &[i64], cost: &[i64], floor: &[i64], value: impl Fn(i64) -> i64) -> (i64, i64, bool) {
-    let (mut net, mut sum, mut below) = (0i64, 0i64, false);
-    for ((&q, &c), &f) in qty.iter().zip(cost).zip(floor) {
-        net = net.wrapping_add(q);
-        sum = sum.wrapping_add(c);
-        below |= value(q) < f;
-    }
-    (net, sum, below)
-}
-
 impl Engine {
     /// The liquidation engine's account (its positions belong to the insurance fund).
     pub fn liquidator(&self) -> AccountId {
@@ -66,33 +53,50 @@ impl Engine {
     }
 
     /// Re-margin every open position of `market` at its current mark and queue those below
-    /// maintenance, and the liquidation engine's own position while it has one. The pass
-    /// streams the market's packed positions (see `remargin.rs`): one multiply and one
-    /// compare per isolated position, the account-level check for cross ones.
+    /// maintenance, and the liquidation engine's own position while it has one. Each
+    /// account shard streams its packed positions (see `remargin.rs`): one multiply and one
+    /// compare per isolated position, the account-level check for cross ones. With a
+    /// pipeline attached the shards run in parallel; the merge is the same either way.
     pub(crate) fn remargin(&mut self, market: MarketId) {
         let m = market.0 as usize;
-        let inst = &self.markets[m].inst;
         let mark = self.markets[m].mark;
-        let inverse = inst.kind == amdahl_risk::ContractKind::Inverse;
         let unit = self.markets[m].mark_unit;
         let (old_mark, old_unit) = self.remargined_mark[m];
         self.remargined_mark[m] = (mark, unit);
-        let currency = inst.settle;
-        let open = &self.open[m];
-        let n = open.len();
-        let (qty, cost, floor) = (&open.qty[..n], &open.cost[..n], &open.floor[..n]);
-        // 1. A pure scan that writes nothing: the tick's audit of this market (recount its
-        // quantity and cost against the running sums; DESIGN.md §4 — the whole-system
-        // recomputation runs every `full_audit_every` groups), and whether any position is
-        // at or past its floor. Kept free of stores through `self` so it stays a stream.
-        let (net, recount, any_below) = if inverse {
-            scan(qty, cost, floor, |q| q.wrapping_mul(unit))
-        } else {
-            scan(qty, cost, floor, |q| inst.value(amdahl_types::Qty(q), mark))
+        let currency = self.markets[m].inst.settle;
+        let tick = crate::remargin::Tick {
+            market: m,
+            currency,
+            mark,
+            unit,
+            old_mark,
+            old_unit,
+            liquidator: self.liquidator.0,
+            shards: self.shards.len() as u32,
         };
+        match &mut self.fan_out {
+            Some(fan_out) => {
+                fan_out.remargin(&mut self.shards, &self.ledger, &self.markets[m].inst, &tick)
+            }
+            None => {
+                let inst = &self.markets[m].inst;
+                for shard in &mut self.shards {
+                    crate::remargin::remargin_shard(shard, &self.ledger, inst, &tick);
+                }
+            }
+        }
+        // Merge (stage A's share of a tick): the partial sums recount the market's quantity
+        // and cost against the running sums (DESIGN.md §4 — the whole-system recomputation
+        // runs every `full_audit_every` groups), then the candidates are queued. Queueing
+        // is a set (`take_liquidations` sorts), so shard order does not matter.
+        let (mut net, mut recount) = (0i64, 0i64);
+        for shard in &self.shards {
+            net = net.wrapping_add(shard.found.net);
+            recount = recount.wrapping_add(shard.found.cost);
+        }
         let expected_cost = self.market_cost[m];
         if net != 0 || recount != expected_cost as i64 {
-            let cost = cost.iter().map(|&c| c as i128).sum();
+            let cost = self.shards.iter().flat_map(|s| &s.open[m].cost).map(|&c| c as i128).sum();
             let error = crate::audit::AuditError::MarketRecount {
                 market,
                 net_qty: net,
@@ -101,52 +105,22 @@ impl Engine {
             };
             self.recount_failure.get_or_insert(error);
         }
-        if !any_below {
-            return;
-        }
-        // 2. The rare path: queue the isolated positions under their floor; cross positions
-        // (floor `ACCOUNT_CHECK`) get the account-level check.
-        for k in 0..n {
-            let open = &self.open[m];
-            let (q, f) = (open.qty[k], open.floor[k]);
-            let mark_value =
-                if inverse { q * unit } else { inst.value(amdahl_types::Qty(q), mark) };
-            if mark_value >= f {
-                continue;
+        for s in 0..self.shards.len() {
+            for k in 0..self.shards[s].found.isolated.len() {
+                let account = AccountId(self.shards[s].found.isolated[k]);
+                self.queue_liquidation(account, market);
             }
-            let account = AccountId(open.accounts[k]);
-            let cross = f == crate::remargin::ACCOUNT_CHECK && account != self.liquidator;
-            let below = if cross {
-                // Move the account's cross sum by this position's change of value, then
-                // the account check is one compare (the full walk only with isolated
-                // positions beside, whose locked margin can depend on their own marks).
-                let old =
-                    if inverse { q * old_unit } else { inst.value(amdahl_types::Qty(q), old_mark) };
-                let c = account.0 as usize * amdahl_types::Currency::COUNT + currency.index();
-                self.cross_base[c] += (mark_value - old) as i128;
-                if self.iso_count[c] == 0 {
-                    let wallet = self.ledger.wallet(account, currency) as i128;
-                    wallet + self.cross_base[c] < 0
-                } else {
-                    self.is_liquidatable(account, market)
-                }
-            } else {
-                true
-            };
-            if below && cross {
-                // Cross margin is the account's: all its cross positions are at stake.
-                self.cross_hits.push(account);
-            } else if below {
-                // Field by field: `inst` is still borrowed.
-                let i = account.0 as usize * self.markets.len() + m;
-                if !self.queued[i] {
-                    self.queued[i] = true;
-                    self.pending.push((market, account));
+            for k in 0..self.shards[s].found.deferred.len() {
+                let account = AccountId(self.shards[s].found.deferred[k]);
+                if self.is_liquidatable(account, market) {
+                    // Cross margin is the account's: all its cross positions are at stake.
+                    self.check_account(account, currency);
                 }
             }
-        }
-        while let Some(account) = self.cross_hits.pop() {
-            self.check_account(account, self.markets[m].inst.settle);
+            for k in 0..self.shards[s].found.cross.len() {
+                let account = AccountId(self.shards[s].found.cross[k]);
+                self.check_account(account, currency);
+            }
         }
     }
 
@@ -265,9 +239,10 @@ impl Engine {
     /// The positions of `market` whose sign is `sign`, in ADL order.
     fn adl_ranking(&self, market: MarketId, sign: i64) -> Vec<AdlCandidate> {
         let m = &self.markets[market.0 as usize];
-        let mut ranked: Vec<AdlCandidate> = self.open[market.0 as usize]
-            .accounts
+        let mut ranked: Vec<AdlCandidate> = self
+            .shards
             .iter()
+            .flat_map(|shard| &shard.open[market.0 as usize].accounts)
             .map(|&a| AccountId(a))
             .filter(|&a| a != self.liquidator)
             .filter_map(|a| {
@@ -379,13 +354,14 @@ impl Engine {
         let _ = (before, liq_before);
         self.sync_position(account, market);
         self.sync_position(self.liquidator, market);
-        self.ledger.post_trade_cost(currency, value, -value);
+        crate::engine::edit(&mut self.ledger).post_trade_cost(currency, value, -value);
         if realised != 0 {
-            let topped = self.ledger.top_up_for(account, currency, realised);
+            let topped =
+                crate::engine::edit(&mut self.ledger).top_up_for(account, currency, realised);
             if topped > 0 {
                 sink.emit(Event::FundTopUp { seq, currency, amount: topped });
             }
-            match self.ledger.realise(account, currency, realised) {
+            match crate::engine::edit(&mut self.ledger).realise(account, currency, realised) {
                 Ok(0) => {}
                 Ok(amount) => sink.emit(Event::InsuranceCovered { seq, account, currency, amount }),
                 Err(e) => {
@@ -400,12 +376,16 @@ impl Engine {
             let short = -liq_realised - self.ledger.balance(Entry::Insurance, currency);
             let fees = self.ledger.balance(Entry::Fees, currency);
             if short > 0 && fees >= short {
-                self.ledger.transfer(currency, Entry::Fees, Entry::Insurance, short).expect("held");
+                crate::engine::edit(&mut self.ledger)
+                    .transfer(currency, Entry::Fees, Entry::Insurance, short)
+                    .expect("held");
                 sink.emit(Event::FundTopUp { seq, currency, amount: short });
             }
         }
         if liq_realised != 0 {
-            if let Err(e) = self.ledger.realise_insurance(currency, liq_realised) {
+            if let Err(e) =
+                crate::engine::edit(&mut self.ledger).realise_insurance(currency, liq_realised)
+            {
                 self.halt_on(seq, currency, crate::audit::AuditError::Settlement(e), sink);
             }
             let liquidator = self.liquidator;

@@ -14,8 +14,9 @@
 //! Hot bytes per position: 4 (account) + 8 (qty) + 8 (floor) + 8 (cost, for the tick's
 //! recount) = 28 ≤ 32.
 
-use amdahl_risk::{Instrument, Position};
-use amdahl_types::{AccountId, Leverage, Money};
+use amdahl_ledger::Ledger;
+use amdahl_risk::{ContractKind, Instrument, Position};
+use amdahl_types::{AccountId, Currency, Leverage, Money, Price, Qty};
 
 use crate::orders::NIL;
 
@@ -48,24 +49,28 @@ pub(crate) fn floor(pos: &Position, cache: &MarginCache, extra_margin: Money, cr
     f.clamp(i64::MIN as i128 + 1, i64::MAX as i128 - 1) as i64
 }
 
-/// The accounts with an open position in one market, packed for the remargin pass.
+/// The accounts of one account shard with an open position in one market, packed for the
+/// remargin pass.
 pub(crate) struct OpenPositions {
     pub accounts: Vec<u32>,
     pub qty: Vec<i64>,
     pub cost: Vec<i64>,
     pub floor: Vec<i64>,
-    /// Where each account sits in the arrays, or `NIL`.
+    /// Where each of the shard's accounts (by local index, `account / shards`) sits in the
+    /// arrays, or `NIL`.
     pub index: Vec<u32>,
+    shards: u32,
 }
 
 impl OpenPositions {
-    pub fn new(rows: usize) -> OpenPositions {
+    pub fn new(rows: usize, shards: u32) -> OpenPositions {
         OpenPositions {
             accounts: Vec::with_capacity(rows),
             qty: Vec::with_capacity(rows),
             cost: Vec::with_capacity(rows),
             floor: Vec::with_capacity(rows),
             index: vec![NIL; rows],
+            shards,
         }
     }
 
@@ -73,10 +78,15 @@ impl OpenPositions {
         self.accounts.len()
     }
 
+    /// Where the account sits in the arrays, or `NIL`.
+    pub fn at(&self, account: AccountId) -> u32 {
+        self.index[(account.0 / self.shards) as usize]
+    }
+
     /// Make the packed copy of one account's position true again (insert, update, or
     /// swap-remove when it went flat).
     pub fn sync(&mut self, account: AccountId, pos: &Position, floor: i64) {
-        let a = account.0 as usize;
+        let a = (account.0 / self.shards) as usize;
         let at = self.index[a];
         if pos.qty != 0 {
             if at == NIL {
@@ -98,9 +108,150 @@ impl OpenPositions {
             self.cost.swap_remove(k);
             self.floor.swap_remove(k);
             if let Some(&moved) = self.accounts.get(k) {
-                self.index[moved as usize] = k as u32;
+                self.index[(moved / self.shards) as usize] = k as u32;
             }
             self.index[a] = NIL;
+        }
+    }
+}
+
+/// One account shard of the remargin stage (DESIGN.md §1, stage P): account `a` belongs
+/// to shard `a % shards`, at local index `a / shards`. A shard owns everything a mark tick
+/// writes for its accounts — their packed positions in every market and their cross sums —
+/// so shards re-margin in parallel without sharing a written byte. Between ticks the
+/// engine owns every shard; during a tick's fan-out a shard is moved (a `Box`, no copy) to
+/// the thread that re-margins it and moved back before the engine goes on.
+pub(crate) struct AccountShard {
+    /// Per market: this shard's open positions.
+    pub open: Vec<OpenPositions>,
+    /// Per (local account, currency): Σ over cross positions of (mark value − cost −
+    /// posMaint), and how many isolated positions the account holds. With no isolated
+    /// position a cross account is under maintenance exactly when wallet + this < 0, so a
+    /// mark tick re-margins it by adding its position's change of value.
+    pub cross_base: Vec<i128>,
+    pub iso_count: Vec<u32>,
+    /// What the last pass found (capacity reserved for every account of the shard, so a
+    /// pass never allocates).
+    pub found: PassFindings,
+}
+
+/// One shard's findings in one tick: partial sums for the tick's recount and the
+/// liquidation candidates, merged by the engine in a canonical order.
+pub(crate) struct PassFindings {
+    /// Σ qty and Σ cost (wrapping) over the shard's positions in the market.
+    pub net: i64,
+    pub cost: i64,
+    /// Isolated positions (and the liquidation engine's) at or past their floor.
+    pub isolated: Vec<u32>,
+    /// Cross accounts under maintenance by their cross sum.
+    pub cross: Vec<u32>,
+    /// Cross accounts with isolated positions beside: the full account check decides.
+    pub deferred: Vec<u32>,
+}
+
+impl AccountShard {
+    pub fn new(markets: usize, rows: usize, shards: u32) -> AccountShard {
+        let local = rows.div_ceil(shards as usize);
+        AccountShard {
+            open: (0..markets).map(|_| OpenPositions::new(local, shards)).collect(),
+            cross_base: vec![0; local * Currency::COUNT],
+            iso_count: vec![0; local * Currency::COUNT],
+            found: PassFindings {
+                net: 0,
+                cost: 0,
+                isolated: Vec::with_capacity(local),
+                cross: Vec::with_capacity(local),
+                deferred: Vec::with_capacity(local),
+            },
+        }
+    }
+}
+
+/// What a mark tick of one market needs to re-margin a shard; small and `Copy`, so it
+/// travels to the shard threads by value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tick {
+    pub market: usize,
+    pub currency: Currency,
+    pub mark: Price,
+    pub unit: i64,
+    /// The mark (and unit) the cross sums were last moved to.
+    pub old_mark: Price,
+    pub old_unit: i64,
+    pub liquidator: u32,
+    pub shards: u32,
+}
+
+/// Σ qty, Σ cost (wrapping: compared with the running sum modulo 2^64) and whether any
+/// position's mark value is below its floor — one pass, no stores, no early exit.
+#[inline]
+fn scan(qty: &[i64], cost: &[i64], floor: &[i64], value: impl Fn(i64) -> i64) -> (i64, i64, bool) {
+    let (mut net, mut sum, mut below) = (0i64, 0i64, false);
+    for ((&q, &c), &f) in qty.iter().zip(cost).zip(floor) {
+        net = net.wrapping_add(q);
+        sum = sum.wrapping_add(c);
+        below |= value(q) < f;
+    }
+    (net, sum, below)
+}
+
+/// Re-margin one shard's positions in the tick's market: the stage-P work of a mark tick.
+/// Reads the ledger (wallets) and writes only the shard. The findings are a set: the
+/// engine queues them in (market, account) order, so neither the layout of the arrays nor
+/// the number of shards changes what is queued.
+pub(crate) fn remargin_shard(
+    shard: &mut AccountShard,
+    ledger: &Ledger,
+    inst: &Instrument,
+    t: &Tick,
+) {
+    let inverse = inst.kind == ContractKind::Inverse;
+    let AccountShard { open, cross_base, iso_count, found } = shard;
+    found.isolated.clear();
+    found.cross.clear();
+    found.deferred.clear();
+    let open = &open[t.market];
+    let n = open.len();
+    let (accounts, qty, cost, floor) =
+        (&open.accounts[..n], &open.qty[..n], &open.cost[..n], &open.floor[..n]);
+    let value = |q: i64, unit: i64, mark: Price| {
+        if inverse { q * unit } else { inst.value(Qty(q), mark) }
+    };
+    // 1. A pure scan that writes nothing: this shard's share of the tick's recount, and
+    // whether any position is at or past its floor. Kept free of stores so it streams.
+    let (net, sum, any_below) = if inverse {
+        scan(qty, cost, floor, |q| q.wrapping_mul(t.unit))
+    } else {
+        scan(qty, cost, floor, |q| inst.value(Qty(q), t.mark))
+    };
+    found.net = net;
+    found.cost = sum;
+    if !any_below {
+        return;
+    }
+    // 2. The rare path (every tick, once cross positions exist: their floor is
+    // `ACCOUNT_CHECK`): isolated positions under their floor are found; a cross position
+    // moves its account's cross sum by its change of value, and the account check is then
+    // one compare (deferred to the engine when isolated positions sit beside it, whose
+    // locked margin depends on their own marks).
+    for k in 0..n {
+        let q = qty[k];
+        let mark_value = value(q, t.unit, t.mark);
+        if mark_value >= floor[k] {
+            continue;
+        }
+        let account = accounts[k];
+        if floor[k] != ACCOUNT_CHECK || account == t.liquidator {
+            found.isolated.push(account);
+            continue;
+        }
+        let old = value(q, t.old_unit, t.old_mark);
+        let c = (account / t.shards) as usize * Currency::COUNT + t.currency.index();
+        cross_base[c] += (mark_value - old) as i128;
+        if iso_count[c] != 0 {
+            found.deferred.push(account);
+        } else if ledger.wallet(AccountId(account), t.currency) as i128 + cross_base[c] < 0 {
+            found.cross.push(account);
         }
     }
 }

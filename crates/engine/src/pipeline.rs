@@ -1,0 +1,720 @@
+//! The multi-core engine (DESIGN.md §1–2): the same serial core, with the work that is
+//! not serial moved off its thread.
+//!
+//! ```text
+//!  caller (gateway/driver) ──ingress ring──▶ core thread ──output ring──▶ publish
+//!                           (disruptor)     sequencer: seq numbers,        (stage A: event
+//!                                           groups, fed-back liquidations  stream hash,
+//!                                           R + M: risk checks, matching   acks per group,
+//!                                           P (shard 0) + merge            latency)
+//!                                             │ ▲  tick fan-out (rtrb, one pair per shard)
+//!                                             ▼ │
+//!                                           helper threads: P, account shards 1..N−1
+//! ```
+//!
+//! - **Stages and rings.** The ingress and output streams are `disruptor` rings: fixed
+//!   slots filled in place, one producer, one polling consumer. The tick fan-out uses one
+//!   `rtrb` queue pair per shard instead: a shard is *moved* to its thread and back (a
+//!   `Box`, so the move is a pointer), and a disruptor consumer only ever sees `&E`, which
+//!   cannot carry ownership.
+//! - **The Amdahl split.** Matching and pre-trade risk stay on one thread, in sequence
+//!   order: a fill changes the balance the next order is checked against, so they are
+//!   serial by nature. A mark tick re-margins every open position of its market; that
+//!   pass splits by account shard and runs on every engine thread at once, and the core
+//!   merges the partial sums and candidates when all shards are back (the barrier that
+//!   keeps group g+1's risk checks after group g's remargin). Publishing — hashing the
+//!   event stream, releasing acks per group, measuring latency — overlaps with the next
+//!   group on its own thread.
+//! - **Determinism.** Every decision is made on the core thread, in sequence order, from
+//!   state that the fan-out merges in a canonical order; the threads only change *where*
+//!   the pure per-shard work runs. `threads = 1` is the serial engine itself. The
+//!   equivalence property test (`tests/pipeline.rs`) holds the pipeline to the serial
+//!   engine event for event and hash for hash.
+//! - **No allocation, lock or syscall in steady state.** Rings and the per-shard finding
+//!   lists are allocated at start; the ledger is shared with shard threads through an
+//!   `Arc` whose count only moves during a fan-out (an atomic, not a lock). The only
+//!   syscalls are futex wakes under the `Block` wait strategy, and only when the other
+//!   side actually sleeps.
+//! - **Limits.** The rings have fixed sizes; a full ring makes its producer wait (the
+//!   gateway's admission queue, not the engine, sheds load).
+//!
+//! Not built here (see the README): matchers sharded by market. Cross margin makes an
+//! order's risk check depend on fills in other markets earlier in the same group, so
+//! splitting matching by market needs the reserve-then-match group semantics of DESIGN §2
+//! in the serial engine first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle, Thread};
+
+use amdahl_ledger::Ledger;
+use amdahl_risk::Instrument;
+use amdahl_types::{Command, Event, Seq, Sequenced, Timestamp};
+use disruptor::{
+    BusySpin, EventPoller, Polling, Producer, SingleConsumerBarrier, SingleProducer,
+    SingleProducerBarrier, build_single_producer,
+};
+
+use crate::remargin::{AccountShard, Tick, remargin_shard};
+use crate::sink::{EventSink, HashSink};
+use crate::{Engine, EngineConfig};
+
+/// How a stage waits when it has nothing to do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wait {
+    /// Spin on the ring: lowest latency, a whole core. Only where a core is dedicated.
+    Spin,
+    /// `sched_yield` between polls: shares the core with other runnable threads.
+    Yield,
+    /// Sleep until the producer wakes the thread (`park`/`unpark`). The producer's wake is
+    /// one atomic swap unless the thread is really asleep. The choice for tests, CI and any
+    /// machine with fewer cores than busy threads.
+    Block,
+}
+
+impl Wait {
+    #[inline]
+    fn idle(self) {
+        match self {
+            Wait::Spin => std::hint::spin_loop(),
+            Wait::Yield => thread::yield_now(),
+            Wait::Block => thread::park(),
+        }
+    }
+}
+
+/// Where the stages run. `threads = 1` is the serial engine; with N ≥ 2 the core thread
+/// runs the sequencer, risk, matching and account shard 0, and helper thread i runs
+/// account shard i (so there are N account shards).
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub threads: usize,
+    /// The thread that publishes: 0 is the core thread itself (no output ring), 1..N a
+    /// helper, which then also serves its shard.
+    pub publish_on: usize,
+    /// Per thread (core first), the CPU core to pin it to. A core this machine lacks, or a
+    /// missing entry, leaves that thread unpinned: pinning is a tuning, never a failure.
+    pub pin: Vec<usize>,
+    /// How the core thread waits for input and for shards to come back.
+    pub core_wait: Wait,
+    /// How the helper threads wait for work.
+    pub helper_wait: Wait,
+    /// Slots in the ingress and output rings (a power of two).
+    pub ring_slots: usize,
+}
+
+impl Topology {
+    /// N threads, publishing on the last helper, blocking waits, no pinning: safe on any
+    /// machine, including a 2-core CI runner.
+    pub fn threads(threads: usize) -> Topology {
+        Topology {
+            threads,
+            publish_on: threads.saturating_sub(1),
+            pin: Vec::new(),
+            core_wait: Wait::Block,
+            helper_wait: Wait::Block,
+            ring_slots: 1 << 16,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threads == 0 || self.threads > 256 {
+            return Err(format!("threads: need 1..=256, got {}", self.threads));
+        }
+        if self.publish_on >= self.threads {
+            return Err(format!(
+                "publish_on {} is not one of {} threads",
+                self.publish_on, self.threads
+            ));
+        }
+        if !self.ring_slots.is_power_of_two() || self.ring_slots < 64 {
+            return Err("ring_slots: need a power of two ≥ 64".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the caller wants back from the publish stage.
+#[derive(Clone, Copy, Default)]
+pub struct PublishOptions {
+    /// Keep every event (tests); otherwise only the stream hash and counts.
+    pub collect_events: bool,
+    /// A clock in nanoseconds, for latency from ingress to publish. Injected by the caller
+    /// (the engine crates never read a clock); `None` measures nothing.
+    pub clock: Option<fn() -> u64>,
+}
+
+/// The publish stage's account of a run.
+pub struct Published {
+    pub events: Vec<Event>,
+    pub event_hash: u128,
+    pub event_count: u64,
+    pub commands: u64,
+    pub groups: u64,
+    /// Ingress-to-publish latency of every command, in ns (acks are released when the
+    /// command's group is published), if a clock was given. Preallocated at start.
+    pub latency_ns: Vec<u64>,
+}
+
+/// Stage A's publishing half: folds events into the stream hash and releases each group's
+/// acks. It runs on the core thread or on a helper, fed by the output ring.
+struct Publisher {
+    hash: HashSink,
+    events: Vec<Event>,
+    collect: bool,
+    clock: Option<fn() -> u64>,
+    /// Entry times of the commands of the group being published.
+    group: Vec<u64>,
+    latency_ns: Vec<u64>,
+    commands: u64,
+    groups: u64,
+}
+
+impl Publisher {
+    fn new(options: PublishOptions, latency_capacity: usize) -> Publisher {
+        Publisher {
+            hash: HashSink::default(),
+            events: Vec::new(),
+            collect: options.collect_events,
+            clock: options.clock,
+            group: Vec::with_capacity(if options.clock.is_some() { 1 << 16 } else { 0 }),
+            latency_ns: Vec::with_capacity(if options.clock.is_some() {
+                latency_capacity
+            } else {
+                0
+            }),
+            commands: 0,
+            groups: 0,
+        }
+    }
+
+    #[inline]
+    fn event(&mut self, event: Event) {
+        self.hash.emit(event);
+        if self.collect {
+            self.events.push(event);
+        }
+    }
+
+    #[inline]
+    fn command_done(&mut self, entered: u64) {
+        self.commands += 1;
+        if self.clock.is_some() {
+            if self.group.len() == self.group.capacity() {
+                self.release();
+            }
+            self.group.push(entered);
+        }
+    }
+
+    fn group_end(&mut self) {
+        self.groups += 1;
+        self.release();
+    }
+
+    /// The group is audited and published: its commands are acknowledged now.
+    fn release(&mut self) {
+        if let Some(clock) = self.clock {
+            let now = clock();
+            for &entered in &self.group {
+                if self.latency_ns.len() < self.latency_ns.capacity() {
+                    self.latency_ns.push(now.saturating_sub(entered));
+                }
+            }
+            self.group.clear();
+        }
+    }
+
+    fn finish(self) -> Published {
+        Published {
+            event_hash: self.hash.digest(),
+            event_count: self.hash.count,
+            events: self.events,
+            commands: self.commands,
+            groups: self.groups,
+            latency_ns: self.latency_ns,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum InKind {
+    Command,
+    GroupEnd,
+}
+
+/// An ingress slot: a command as it enters the sequencer, or the cut after a group.
+#[derive(Clone, Copy)]
+struct InSlot {
+    kind: InKind,
+    time: Timestamp,
+    command: Command,
+    entered: u64,
+}
+
+#[derive(Clone, Copy)]
+enum OutKind {
+    Event,
+    CommandDone,
+    GroupEnd,
+}
+
+/// An output slot: an event, the end of one command (with its entry time), or a group's
+/// end (its audit passed or halted the engine; acks are released).
+#[derive(Clone, Copy)]
+struct OutSlot {
+    kind: OutKind,
+    event: Event,
+    entered: u64,
+}
+
+const NO_EVENT: Event = Event::MarkChanged {
+    seq: Seq(0),
+    market: amdahl_types::MarketId(0),
+    price: amdahl_types::Price(0),
+};
+
+type Ingress = SingleProducer<InSlot, SingleConsumerBarrier>;
+type IngressPoller = EventPoller<InSlot, SingleProducerBarrier>;
+type Output = SingleProducer<OutSlot, SingleConsumerBarrier>;
+type OutputPoller = EventPoller<OutSlot, SingleProducerBarrier>;
+
+/// Publish into a disruptor ring without its built-in busy-spin when full: a full ring
+/// means the consumer is behind, so give it the core.
+#[inline]
+fn publish<E, P: Producer<E>>(producer: &mut P, fill: impl Fn(&mut E)) {
+    while producer.try_publish(&fill).is_err() {
+        thread::yield_now();
+    }
+}
+
+/// The core thread's event sink: straight to the publisher, or into the output ring.
+enum CoreSink {
+    Inline(Box<Publisher>),
+    Ring { ring: Output, publisher: Thread, wake: bool },
+}
+
+impl CoreSink {
+    #[inline]
+    fn put(&mut self, kind: OutKind, event: Event, entered: u64) {
+        match self {
+            CoreSink::Inline(p) => match kind {
+                OutKind::Event => p.event(event),
+                OutKind::CommandDone => p.command_done(entered),
+                OutKind::GroupEnd => p.group_end(),
+            },
+            CoreSink::Ring { ring, .. } => publish(ring, |s: &mut OutSlot| {
+                s.kind = kind;
+                s.event = event;
+                s.entered = entered;
+            }),
+        }
+    }
+
+    /// Wake a blocked publisher (once per command and group, not per event).
+    #[inline]
+    fn wake(&self) {
+        if let CoreSink::Ring { publisher, wake: true, .. } = self {
+            publisher.unpark();
+        }
+    }
+}
+
+impl EventSink for CoreSink {
+    #[inline]
+    fn emit(&mut self, event: Event) {
+        self.put(OutKind::Event, event, 0);
+    }
+}
+
+/// Work for one shard thread: the shard itself (moved), read access to the ledger, and
+/// the tick.
+struct ShardWork {
+    shard: Box<AccountShard>,
+    ledger: Arc<Ledger>,
+    tick: Tick,
+}
+
+/// The core's end of one shard thread.
+struct ShardLink {
+    work: rtrb::Producer<ShardWork>,
+    done: rtrb::Consumer<Box<AccountShard>>,
+    thread: Thread,
+}
+
+/// Fans a tick's remargin out over the account shards and gathers them back (owned by the
+/// engine while it runs in a pipeline).
+pub(crate) struct FanOut {
+    links: Vec<ShardLink>,
+    wait: Wait,
+    wake: bool,
+}
+
+impl FanOut {
+    pub(crate) fn remargin(
+        &mut self,
+        shards: &mut Vec<Box<AccountShard>>,
+        ledger: &Arc<Ledger>,
+        inst: &Instrument,
+        tick: &Tick,
+    ) {
+        debug_assert_eq!(shards.len(), self.links.len() + 1);
+        // Shards 1..N leave from the back; they come back in order 1..N.
+        for link in self.links.iter_mut().rev() {
+            let shard = shards.pop().expect("one shard per link");
+            let work = ShardWork { shard, ledger: Arc::clone(ledger), tick: *tick };
+            if link.work.push(work).is_err() {
+                unreachable!("a shard thread holds at most one shard");
+            }
+            if self.wake {
+                link.thread.unpark();
+            }
+        }
+        remargin_shard(&mut shards[0], ledger, inst, tick);
+        for link in &mut self.links {
+            loop {
+                match link.done.pop() {
+                    Ok(shard) => {
+                        shards.push(shard);
+                        break;
+                    }
+                    Err(_) => self.wait.idle(),
+                }
+            }
+        }
+    }
+}
+
+/// The helper thread's end of its shard link.
+struct ShardServer {
+    work: rtrb::Consumer<ShardWork>,
+    done: rtrb::Producer<Box<AccountShard>>,
+    core: Thread,
+    wake_core: bool,
+    instruments: Vec<Instrument>,
+}
+
+impl ShardServer {
+    /// Serve one tick if one is waiting; true if it did.
+    #[inline]
+    fn poll(&mut self) -> bool {
+        let Ok(ShardWork { mut shard, ledger, tick }) = self.work.pop() else {
+            return false;
+        };
+        remargin_shard(&mut shard, &ledger, &self.instruments[tick.market], &tick);
+        // Let go of the ledger before handing the shard back: the core writes to the
+        // ledger again as soon as every shard is home.
+        drop(ledger);
+        if self.done.push(shard).is_err() {
+            unreachable!("the core waits for each shard before sending another");
+        }
+        if self.wake_core {
+            self.core.unpark();
+        }
+        true
+    }
+}
+
+fn pin(topology: &Topology, thread: usize) {
+    let Some(&id) = topology.pin.get(thread) else {
+        return;
+    };
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if let Some(core) = cores.into_iter().find(|c| c.id == id) {
+        core_affinity::set_for_current(core);
+    }
+}
+
+/// What the core thread hands back when the input ends.
+pub struct Finished {
+    pub engine: Engine,
+    pub published: Published,
+    /// False if an audit failed and the engine halted.
+    pub audits_passed: bool,
+}
+
+/// A running pipeline. Feed it with `submit` and `end_group` (the sequencer's input: the
+/// commands in arrival order and where the groups are cut), then `finish`.
+pub struct Pipeline {
+    ingress: Option<Ingress>,
+    core: Option<JoinHandle<Finished>>,
+    core_thread: Thread,
+    wake_core: bool,
+    helpers: Vec<JoinHandle<Option<Published>>>,
+    stop: Arc<AtomicBool>,
+    clock: Option<fn() -> u64>,
+}
+
+impl Pipeline {
+    /// Start the engine threads. `latency_capacity`: how many latency samples to keep.
+    pub fn start(
+        config: &EngineConfig,
+        topology: &Topology,
+        options: PublishOptions,
+        latency_capacity: usize,
+    ) -> Result<Pipeline, String> {
+        topology.validate()?;
+        config.validate()?;
+        let n = topology.threads;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ingress, ingress_poller): (Ingress, IngressPoller) = {
+            let factory = || InSlot {
+                kind: InKind::GroupEnd,
+                time: Timestamp(0),
+                command: Command::Tick,
+                entered: 0,
+            };
+            let (poller, builder) =
+                build_single_producer(topology.ring_slots, factory, BusySpin).new_event_poller();
+            (builder.build(), poller)
+        };
+        let (output, output_poller): (Option<Output>, Option<OutputPoller>) = if topology.publish_on
+            == 0
+        {
+            (None, None)
+        } else {
+            let factory = || OutSlot { kind: OutKind::GroupEnd, event: NO_EVENT, entered: 0 };
+            let (poller, builder) =
+                build_single_producer(topology.ring_slots, factory, BusySpin).new_event_poller();
+            (Some(builder.build()), Some(poller))
+        };
+
+        // The core thread starts first and parks until its links are handed over, so the
+        // helpers know whom to wake.
+        let (links_tx, links_rx) = std::sync::mpsc::sync_channel::<(Vec<ShardLink>, CoreSink)>(1);
+        let core_config = config.clone();
+        let core_topology = topology.clone();
+        let core = thread::Builder::new()
+            .name("amdahl-core".into())
+            .spawn(move || {
+                pin(&core_topology, 0);
+                let (links, sink) = links_rx.recv().expect("the pipeline hands over the links");
+                run_core(&core_config, &core_topology, links, sink, ingress_poller, options)
+            })
+            .map_err(|e| format!("spawning the core thread: {e}"))?;
+        let core_thread = core.thread().clone();
+
+        let mut links = Vec::with_capacity(n.saturating_sub(1));
+        let mut helpers = Vec::with_capacity(n.saturating_sub(1));
+        let mut output_poller = output_poller;
+        let mut publisher_thread = None;
+        for i in 1..n {
+            let (work_tx, work_rx) = rtrb::RingBuffer::new(1);
+            let (done_tx, done_rx) = rtrb::RingBuffer::new(1);
+            let server = ShardServer {
+                work: work_rx,
+                done: done_tx,
+                core: core_thread.clone(),
+                wake_core: topology.core_wait == Wait::Block,
+                instruments: config.markets.iter().map(|m| m.instrument.clone()).collect(),
+            };
+            let poller = if i == topology.publish_on { output_poller.take() } else { None };
+            let publisher =
+                poller.map(|p| (p, Box::new(Publisher::new(options, latency_capacity))));
+            let topo = topology.clone();
+            let stop = Arc::clone(&stop);
+            let handle = thread::Builder::new()
+                .name(format!("amdahl-shard-{i}"))
+                .spawn(move || run_helper(&topo, i, server, publisher, &stop))
+                .map_err(|e| format!("spawning helper thread {i}: {e}"))?;
+            if i == topology.publish_on {
+                publisher_thread = Some(handle.thread().clone());
+            }
+            links.push(ShardLink { work: work_tx, done: done_rx, thread: handle.thread().clone() });
+            helpers.push(handle);
+        }
+        let sink = match (output, publisher_thread) {
+            (Some(ring), Some(publisher)) => {
+                CoreSink::Ring { ring, publisher, wake: topology.helper_wait == Wait::Block }
+            }
+            _ => CoreSink::Inline(Box::new(Publisher::new(options, latency_capacity))),
+        };
+        links_tx.send((links, sink)).map_err(|_| "the core thread died at start".to_string())?;
+        Ok(Pipeline {
+            ingress: Some(ingress),
+            core: Some(core),
+            core_thread,
+            wake_core: topology.core_wait == Wait::Block,
+            helpers,
+            stop,
+            clock: options.clock,
+        })
+    }
+
+    /// A command enters the sequencer.
+    #[inline]
+    pub fn submit(&mut self, time: Timestamp, command: Command) {
+        let entered = self.clock.map_or(0, |c| c());
+        let ingress = self.ingress.as_mut().expect("not finished");
+        publish(ingress, |s: &mut InSlot| {
+            s.kind = InKind::Command;
+            s.time = time;
+            s.command = command;
+            s.entered = entered;
+        });
+        if self.wake_core {
+            self.core_thread.unpark();
+        }
+    }
+
+    /// Cut the group: the commands submitted since the last cut form one group.
+    #[inline]
+    pub fn end_group(&mut self) {
+        let ingress = self.ingress.as_mut().expect("not finished");
+        publish(ingress, |s: &mut InSlot| s.kind = InKind::GroupEnd);
+        if self.wake_core {
+            self.core_thread.unpark();
+        }
+    }
+
+    /// Close the input, let every stage drain, and collect the engine and the output.
+    pub fn finish(mut self) -> Finished {
+        // Dropping the producer marks the ring's end; the core drains and returns.
+        drop(self.ingress.take());
+        self.core_thread.unpark();
+        let mut finished =
+            self.core.take().expect("once").join().expect("the core thread panicked");
+        self.stop.store(true, Ordering::Release);
+        for h in &self.helpers {
+            h.thread().unpark();
+        }
+        for h in self.helpers.drain(..) {
+            if let Some(published) = h.join().expect("a helper thread panicked") {
+                finished.published = published;
+            }
+        }
+        finished
+    }
+}
+
+fn run_core(
+    config: &EngineConfig,
+    topology: &Topology,
+    links: Vec<ShardLink>,
+    mut sink: CoreSink,
+    mut input: IngressPoller,
+    options: PublishOptions,
+) -> Finished {
+    let mut engine = Engine::with_shards(config, topology.threads as u32);
+    if !links.is_empty() {
+        engine.fan_out = Some(FanOut {
+            links,
+            wait: topology.core_wait,
+            wake: topology.helper_wait == Wait::Block,
+        });
+    }
+    let _ = options;
+    // The sequencer's state: the next number, and the liquidations group g found, which
+    // enter group g+1 ahead of its commands (as `workload::apply_grouped` does).
+    let mut seq = 1u64;
+    let mut last = Seq(0);
+    let mut fed_back: Vec<Command> = Vec::with_capacity(config.accounts as usize + 1);
+    let mut feeding = 0usize;
+    let mut in_group = false;
+    let mut audits_passed = true;
+    loop {
+        let mut batch = match input.poll() {
+            Ok(batch) => batch,
+            Err(Polling::NoEvents) => {
+                topology.core_wait.idle();
+                continue;
+            }
+            Err(Polling::Shutdown) => break,
+        };
+        for slot in &mut batch {
+            match slot.kind {
+                InKind::Command => {
+                    if !in_group {
+                        in_group = true;
+                        while feeding < fed_back.len() {
+                            let command = fed_back[feeding];
+                            feeding += 1;
+                            let cmd = Sequenced { seq: Seq(seq), time: slot.time, command };
+                            seq += 1;
+                            engine.apply(&cmd, &mut sink);
+                        }
+                        fed_back.clear();
+                        feeding = 0;
+                    }
+                    let cmd = Sequenced { seq: Seq(seq), time: slot.time, command: slot.command };
+                    seq += 1;
+                    last = cmd.seq;
+                    engine.apply(&cmd, &mut sink);
+                    sink.put(OutKind::CommandDone, NO_EVENT, slot.entered);
+                    sink.wake();
+                }
+                InKind::GroupEnd => {
+                    if !in_group {
+                        continue;
+                    }
+                    in_group = false;
+                    audits_passed &= engine.end_group(last, &mut sink);
+                    engine.take_liquidations(&mut fed_back);
+                    sink.put(OutKind::GroupEnd, NO_EVENT, 0);
+                    sink.wake();
+                }
+            }
+        }
+    }
+    let published = match sink {
+        CoreSink::Inline(p) => p.finish(),
+        // The helper that publishes returns the real account when it drains.
+        CoreSink::Ring { ring, publisher, .. } => {
+            drop(ring);
+            publisher.unpark();
+            Published {
+                events: Vec::new(),
+                event_hash: 0,
+                event_count: 0,
+                commands: 0,
+                groups: 0,
+                latency_ns: Vec::new(),
+            }
+        }
+    };
+    // The shard threads go home with the engine's links; the shards are all here.
+    engine.fan_out = None;
+    Finished { engine, published, audits_passed }
+}
+
+fn run_helper(
+    topology: &Topology,
+    index: usize,
+    mut server: ShardServer,
+    mut publisher: Option<(OutputPoller, Box<Publisher>)>,
+    stop: &AtomicBool,
+) -> Option<Published> {
+    pin(topology, index);
+    let mut output_done = publisher.is_none();
+    loop {
+        // A waiting core comes first: it is blocked until its shard is back.
+        let mut busy = server.poll();
+        if let Some((poller, p)) = publisher.as_mut()
+            && !output_done
+        {
+            match poller.poll() {
+                Ok(mut batch) => {
+                    busy = true;
+                    for slot in &mut batch {
+                        match slot.kind {
+                            OutKind::Event => p.event(slot.event),
+                            OutKind::CommandDone => p.command_done(slot.entered),
+                            OutKind::GroupEnd => p.group_end(),
+                        }
+                        // Between events, a tick's shard must not wait behind a long batch.
+                        server.poll();
+                    }
+                }
+                Err(Polling::NoEvents) => {}
+                Err(Polling::Shutdown) => output_done = true,
+            }
+        }
+        if !busy {
+            if stop.load(Ordering::Acquire) && output_done {
+                break;
+            }
+            topology.helper_wait.idle();
+        }
+    }
+    publisher.map(|(_, p)| p.finish())
+}
