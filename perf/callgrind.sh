@@ -59,7 +59,8 @@ callgrind_run() {
     valgrind --tool=callgrind --callgrind-out-file="$run.out" "${cg_opts[@]}" \
         "$bin" bench "$@" >"$run.json" 2>"$run.log" || status=$?
     if ((status != 0)); then
-        tail -n 20 "$run.log" >&2
+        # The program's own messages (valgrind's lines start with ==PID==).
+        grep -v '^==[0-9]*==' "$run.log" | tail -n 20 >&2 || true
         # 1: the engine halted (the figures are still printed); anything else is a failure.
         ((status == 1)) || die "valgrind / amdahl bench failed (exit $status, log: $run.log)"
         note "amdahl bench exited 1 (engine halted?): counting anyway"

@@ -118,7 +118,7 @@ pub struct Engine {
     pub(crate) liquidator: AccountId,
     /// The remargin stage's account shards (see `remargin.rs`): per market, the accounts
     /// with an open position (the pass walks only these), and the accounts' cross sums.
-    pub(crate) shards: Vec<Box<AccountShard>>,
+    pub(crate) shards: Vec<AccountShard>,
     /// Where a tick's shards are re-margined when the engine runs in a pipeline: shard 0
     /// on the engine's thread, the others on theirs. `None`: all on this thread, in turn.
     pub(crate) fan_out: Option<crate::pipeline::FanOut>,
@@ -205,9 +205,7 @@ impl Engine {
             touched: Vec::with_capacity(1 << 16),
             filled: Vec::with_capacity(1 << 16),
             liquidator: AccountId(config.accounts),
-            shards: (0..shards)
-                .map(|_| Box::new(AccountShard::new(n_markets, rows, shards)))
-                .collect(),
+            shards: (0..shards).map(|_| AccountShard::new(n_markets, rows, shards)).collect(),
             fan_out: None,
             pending: Vec::with_capacity(rows),
             queued: vec![false; rows * n_markets],
@@ -1489,7 +1487,7 @@ struct Settlement<'a> {
     accounts: &'a mut [AccountMarket],
     ledger: &'a mut Ledger,
     touched: &'a mut Vec<AccountId>,
-    shards: &'a mut [Box<AccountShard>],
+    shards: &'a mut [AccountShard],
     market_cost: &'a mut i128,
     margin_cache: &'a mut [MarginCache],
     extra_margin: &'a mut [Money],

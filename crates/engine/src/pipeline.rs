@@ -14,8 +14,8 @@
 //!
 //! - **Stages and rings.** The ingress and output streams are `disruptor` rings: fixed
 //!   slots filled in place, one producer, one polling consumer. The tick fan-out uses one
-//!   `rtrb` queue pair per shard instead: a shard is *moved* to its thread and back (a
-//!   `Box`, so the move is a pointer), and a disruptor consumer only ever sees `&E`, which
+//!   `rtrb` queue pair per shard instead: a shard is *moved* to its thread and back (its
+//!   `Vec` headers, not its rows), and a disruptor consumer only ever sees `&E`, which
 //!   cannot carry ownership.
 //! - **The Amdahl split.** Matching and pre-trade risk stay on one thread, in sequence
 //!   order: a fill changes the balance the next order is checked against, so they are
@@ -44,7 +44,7 @@
 //! in the serial engine first.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle, Thread};
 
 use amdahl_ledger::Ledger;
@@ -330,7 +330,7 @@ impl EventSink for CoreSink {
 /// Work for one shard thread: the shard itself (moved), read access to the ledger, and
 /// the tick.
 struct ShardWork {
-    shard: Box<AccountShard>,
+    shard: AccountShard,
     ledger: Arc<Ledger>,
     tick: Tick,
 }
@@ -338,7 +338,7 @@ struct ShardWork {
 /// The core's end of one shard thread.
 struct ShardLink {
     work: rtrb::Producer<ShardWork>,
-    done: rtrb::Consumer<Box<AccountShard>>,
+    done: rtrb::Consumer<AccountShard>,
     thread: Thread,
 }
 
@@ -353,7 +353,7 @@ pub(crate) struct FanOut {
 impl FanOut {
     pub(crate) fn remargin(
         &mut self,
-        shards: &mut Vec<Box<AccountShard>>,
+        shards: &mut Vec<AccountShard>,
         ledger: &Arc<Ledger>,
         inst: &Instrument,
         tick: &Tick,
@@ -388,7 +388,7 @@ impl FanOut {
 /// The helper thread's end of its shard link.
 struct ShardServer {
     work: rtrb::Consumer<ShardWork>,
-    done: rtrb::Producer<Box<AccountShard>>,
+    done: rtrb::Producer<AccountShard>,
     core: Thread,
     wake_core: bool,
     instruments: Vec<Instrument>,
@@ -443,6 +443,9 @@ pub struct Pipeline {
     helpers: Vec<JoinHandle<Option<Published>>>,
     stop: Arc<AtomicBool>,
     clock: Option<fn() -> u64>,
+    /// Groups cut by the caller, and groups the core has closed.
+    cut: u64,
+    closed: Arc<AtomicU64>,
 }
 
 impl Pipeline {
@@ -482,6 +485,8 @@ impl Pipeline {
         // The core thread starts first and parks until its links are handed over, so the
         // helpers know whom to wake.
         let (links_tx, links_rx) = std::sync::mpsc::sync_channel::<(Vec<ShardLink>, CoreSink)>(1);
+        let closed = Arc::new(AtomicU64::new(0));
+        let core_closed = Arc::clone(&closed);
         let core_config = config.clone();
         let core_topology = topology.clone();
         let core = thread::Builder::new()
@@ -489,7 +494,8 @@ impl Pipeline {
             .spawn(move || {
                 pin(&core_topology, 0);
                 let (links, sink) = links_rx.recv().expect("the pipeline hands over the links");
-                run_core(&core_config, &core_topology, links, sink, ingress_poller, options)
+                let input = CoreInput { poller: ingress_poller, closed: core_closed };
+                run_core(&core_config, &core_topology, links, sink, input)
             })
             .map_err(|e| format!("spawning the core thread: {e}"))?;
         let core_thread = core.thread().clone();
@@ -538,6 +544,8 @@ impl Pipeline {
             helpers,
             stop,
             clock: options.clock,
+            cut: 0,
+            closed,
         })
     }
 
@@ -562,8 +570,17 @@ impl Pipeline {
     pub fn end_group(&mut self) {
         let ingress = self.ingress.as_mut().expect("not finished");
         publish(ingress, |s: &mut InSlot| s.kind = InKind::GroupEnd);
+        self.cut += 1;
         if self.wake_core {
             self.core_thread.unpark();
+        }
+    }
+
+    /// Wait until the core has closed every group cut so far (their events may still be
+    /// on the way to the publisher). For drivers that time phases separately.
+    pub fn wait_closed(&self) {
+        while self.closed.load(Ordering::Acquire) < self.cut {
+            thread::yield_now();
         }
     }
 
@@ -587,14 +604,19 @@ impl Pipeline {
     }
 }
 
+struct CoreInput {
+    poller: IngressPoller,
+    closed: Arc<AtomicU64>,
+}
+
 fn run_core(
     config: &EngineConfig,
     topology: &Topology,
     links: Vec<ShardLink>,
     mut sink: CoreSink,
-    mut input: IngressPoller,
-    options: PublishOptions,
+    input: CoreInput,
 ) -> Finished {
+    let CoreInput { poller: mut input, closed } = input;
     let mut engine = Engine::with_shards(config, topology.threads as u32);
     if !links.is_empty() {
         engine.fan_out = Some(FanOut {
@@ -603,7 +625,6 @@ fn run_core(
             wake: topology.helper_wait == Wait::Block,
         });
     }
-    let _ = options;
     // The sequencer's state: the next number, and the liquidations group g found, which
     // enter group g+1 ahead of its commands (as `workload::apply_grouped` does).
     let mut seq = 1u64;
@@ -645,6 +666,8 @@ fn run_core(
                 }
                 InKind::GroupEnd => {
                     if !in_group {
+                        // An empty cut closes nothing.
+                        closed.fetch_add(1, Ordering::Release);
                         continue;
                     }
                     in_group = false;
@@ -652,6 +675,7 @@ fn run_core(
                     engine.take_liquidations(&mut fed_back);
                     sink.put(OutKind::GroupEnd, NO_EVENT, 0);
                     sink.wake();
+                    closed.fetch_add(1, Ordering::Release);
                 }
             }
         }

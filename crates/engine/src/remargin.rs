@@ -119,8 +119,8 @@ impl OpenPositions {
 /// to shard `a % shards`, at local index `a / shards`. A shard owns everything a mark tick
 /// writes for its accounts — their packed positions in every market and their cross sums —
 /// so shards re-margin in parallel without sharing a written byte. Between ticks the
-/// engine owns every shard; during a tick's fan-out a shard is moved (a `Box`, no copy) to
-/// the thread that re-margins it and moved back before the engine goes on.
+/// engine owns every shard; during a tick's fan-out a shard is moved (its `Vec` headers,
+/// not its rows) to the thread that re-margins it, and back before the engine goes on.
 pub(crate) struct AccountShard {
     /// Per market: this shard's open positions.
     pub open: Vec<OpenPositions>,

@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// A mark tick every this many commands (0: never).
     #[arg(long, default_value_t = 1000)]
     pub mark_every: u64,
+    /// The largest move of one mark tick, in ticks (a random walk within ±2% of the open).
+    #[arg(long, default_value_t = 3)]
+    pub mark_step: u64,
     /// Commands per group (the engine audits after each group).
     #[arg(long, default_value_t = 64)]
     pub group_size: u32,
@@ -52,6 +55,7 @@ impl BenchArgs {
             accounts: self.accounts,
             commands: self.commands,
             mark_every: self.mark_every,
+            mark_step_ticks: self.mark_step,
             group_size: self.group_size,
             full_audit_every: self.full_audit_every,
         }

@@ -83,8 +83,9 @@ const LIMIT_SPREAD_TICKS: u64 = 10;
 const CROSS_TICKS: i64 = 5;
 /// Stop triggers lie 10 … 10+STOP_SPREAD ticks beyond the mark.
 const STOP_SPREAD_TICKS: u64 = 40;
-/// The mark moves −MARK_STEP … +MARK_STEP ticks per tick, pulled back toward the opening
-/// mark once it strays more than MARK_RANGE_BP basis points (well inside the 10% band).
+/// The mark moves −mark_step … +mark_step ticks per tick (3 by default), pulled back
+/// toward the opening mark once it strays more than MARK_RANGE_BP basis points (well
+/// inside the 10% band).
 const MARK_STEP_TICKS: u64 = 3;
 const MARK_RANGE_BP: i64 = 200;
 /// Leverage settings a leverage change picks from (hundredths; 0 = cross). No low
@@ -102,6 +103,8 @@ pub struct WorkloadConfig {
     pub commands: u64,
     /// A mark tick every this many commands (0: never; the mark stays at the opening mark).
     pub mark_every: u64,
+    /// The largest move of one mark tick, in ticks. Larger steps liquidate more.
+    pub mark_step_ticks: u64,
     /// Commands per group (the engine audits after each group).
     pub group_size: u32,
     /// The engine's whole-system recomputation, every this many groups (0: never; every
@@ -117,6 +120,7 @@ impl Default for WorkloadConfig {
             accounts: 100_000,
             commands: 1_000_000,
             mark_every: 1000,
+            mark_step_ticks: MARK_STEP_TICKS,
             group_size: 64,
             full_audit_every: 4096,
         }
@@ -499,7 +503,8 @@ impl Workload {
     fn mark(&mut self) -> Command {
         let m = (self.marks_sent % self.markets.len() as u64) as usize;
         self.marks_sent += 1;
-        let step = self.rng.below(2 * MARK_STEP_TICKS + 1) as i64 - MARK_STEP_TICKS as i64;
+        let most = self.config.mark_step_ticks;
+        let step = self.rng.below(2 * most + 1) as i64 - most as i64;
         let open = OPENING_MARK.0;
         let mark = self.markets[m].mark;
         let range = open * MARK_RANGE_BP / 10_000;
@@ -628,6 +633,7 @@ mod tests {
             accounts: 500,
             commands: 50_000,
             mark_every: 100,
+            mark_step_ticks: MARK_STEP_TICKS,
             group_size: 64,
             full_audit_every: 64,
         }
