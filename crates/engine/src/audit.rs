@@ -62,19 +62,16 @@ impl Engine {
     #[allow(clippy::result_large_err)]
     pub fn audit_full(&self) -> Result<(), AuditError> {
         let n = self.markets.len();
+        // Market by market (a strided walk: the audit must not allocate, so no per-market
+        // scratch arrays): Σ cost per currency, Σ qty and the open-position count.
+        let column = |m: usize| self.positions.iter().skip(m).step_by(n);
         let mut cost = [0i128; Currency::COUNT];
-        let mut net = vec![0i64; n];
-        let settle: Vec<usize> = self.markets.iter().map(|m| m.inst.settle.index()).collect();
-        for row in self.positions.chunks_exact(n) {
-            for (m, p) in row.iter().enumerate() {
-                cost[settle[m]] += p.cost as i128;
-                net[m] += p.qty;
-            }
+        for (m, market) in self.markets.iter().enumerate() {
+            cost[market.inst.settle.index()] += column(m).map(|p| p.cost as i128).sum::<i128>();
         }
         self.ledger.audit_full(cost).map_err(AuditError::Ledger)?;
         // The caches the hot paths read must equal what they cache: margins per position,
         // and each market's packed remargin copy.
-        let mut open_count = vec![0usize; n];
         for (i, p) in self.positions.iter().enumerate() {
             let (a, m) = ((i / n) as u32, i % n);
             let market = MarketId(m as u16);
@@ -91,7 +88,6 @@ impl Engine {
                 }
                 continue;
             }
-            open_count[m] += 1;
             let k = at as usize;
             let cross = amdahl_types::AccountId(a) == self.liquidator;
             let floor =
@@ -131,12 +127,16 @@ impl Engine {
             }
         }
         let open_len = |m: usize| self.shards.iter().map(|s| s.open[m].len()).sum::<usize>();
-        if let Some(m) = (0..n).find(|&m| open_len(m) != open_count[m]) {
+        let open_count = |m: usize| column(m).filter(|p| p.qty != 0).count();
+        if let Some(m) = (0..n).find(|&m| open_len(m) != open_count(m)) {
             let market = MarketId(m as u16);
             return Err(AuditError::PositionCache { account: u32::MAX, market });
         }
-        if let Some((m, &q)) = net.iter().enumerate().find(|&(_, &q)| q != 0) {
-            return Err(AuditError::OpenInterest { market: MarketId(m as u16), net_qty: q });
+        for m in 0..n {
+            let q: i64 = column(m).map(|p| p.qty).sum();
+            if q != 0 {
+                return Err(AuditError::OpenInterest { market: MarketId(m as u16), net_qty: q });
+            }
         }
         // Each (account, market) row's aggregates against its own order list: no scratch
         // memory, O(rows + orders); every live order must be on exactly one list.

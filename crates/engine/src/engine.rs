@@ -1,4 +1,3 @@
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use amdahl_book::{Book, BookConfig, Match, RestingOrder, Taker};
@@ -16,6 +15,7 @@ use crate::margin::{AccountMarket, committed};
 use crate::orders::{NIL, OrderRecord, Orders, Working};
 use crate::remargin::{AccountShard, MarginCache};
 use crate::sink::EventSink;
+use crate::triggers::TriggerHeap;
 
 /// The ledger for writing. Shard threads read it only during a tick's fan-out, and the
 /// engine waits for every shard before it goes on, so outside a fan-out this is the only
@@ -42,11 +42,19 @@ fn direction(side: Side, placed: OrdType) -> Direction {
     }
 }
 
-/// Untriggered orders of one market, per reference price, ordered by (stop_px, id).
-#[derive(Default)]
+/// Untriggered orders of one market, per reference price and direction, in firing order.
 pub(crate) struct Triggers {
-    pub rising: [BTreeSet<(i64, u64)>; 3],
-    pub falling: [BTreeSet<(i64, u64)>; 3],
+    pub rising: [TriggerHeap; 3],
+    pub falling: [TriggerHeap; 3],
+}
+
+impl Triggers {
+    fn new(capacity: usize) -> Triggers {
+        Triggers {
+            rising: std::array::from_fn(|_| TriggerHeap::new(true, capacity)),
+            falling: std::array::from_fn(|_| TriggerHeap::new(false, capacity)),
+        }
+    }
 }
 
 pub(crate) struct Market {
@@ -94,6 +102,8 @@ pub struct Engine {
     pub(crate) markets: Vec<Market>,
     pub(crate) books: Vec<Book>,
     pub(crate) orders: Orders,
+    /// Per order slot: its place in its market's trigger heap (`NIL` if not untriggered).
+    pub(crate) trigger_at: Vec<u32>,
     /// Indexed by `account × markets + market`.
     pub(crate) positions: Vec<Position>,
     pub(crate) accounts: Vec<AccountMarket>,
@@ -177,7 +187,8 @@ impl Engine {
                     mark_unit: unit_at(&m.instrument, m.mark),
                     index: None,
                     last: None,
-                    triggers: Triggers::default(),
+                    // Room for the stops a busy market holds; past it the heap grows.
+                    triggers: Triggers::new((config.max_orders as usize).min(1 << 14)),
                 })
                 .collect(),
             books: config
@@ -191,6 +202,7 @@ impl Engine {
                 })
                 .collect(),
             orders: Orders::new(config.max_orders),
+            trigger_at: vec![NIL; config.max_orders as usize],
             positions: vec![Position::default(); rows * n_markets],
             accounts: vec![AccountMarket::default(); rows * n_markets],
             ledger: Arc::new(ledger),
@@ -1060,21 +1072,23 @@ impl Engine {
 
     fn index_trigger(&mut self, slot: u32) {
         let r = *self.orders.get(slot);
-        let (t, dir, key) = Self::trigger_key(&r);
+        let (t, dir, (stop, id)) = Self::trigger_key(&r);
         let triggers = &mut self.markets[r.market.0 as usize].triggers;
+        let at = &mut self.trigger_at;
         match dir {
-            Direction::Rising => triggers.rising[t].insert(key),
-            Direction::Falling => triggers.falling[t].insert(key),
+            Direction::Rising => triggers.rising[t].insert(stop, id, slot, at),
+            Direction::Falling => triggers.falling[t].insert(stop, id, slot, at),
         };
     }
 
     fn unindex_trigger(&mut self, slot: u32) {
         let r = *self.orders.get(slot);
-        let (t, dir, key) = Self::trigger_key(&r);
+        let (t, dir, _) = Self::trigger_key(&r);
         let triggers = &mut self.markets[r.market.0 as usize].triggers;
+        let at = &mut self.trigger_at;
         let removed = match dir {
-            Direction::Rising => triggers.rising[t].remove(&key),
-            Direction::Falling => triggers.falling[t].remove(&key),
+            Direction::Rising => triggers.rising[t].remove(slot, at),
+            Direction::Falling => triggers.falling[t].remove(slot, at),
         };
         debug_assert!(removed, "untriggered order missing from the trigger index");
     }
@@ -1086,12 +1100,12 @@ impl Engine {
         let m = &self.markets[market.0 as usize];
         for r in [TriggerRef::MarkPrice, TriggerRef::LastPrice, TriggerRef::IndexPrice] {
             let Some(p) = m.reference(r) else { continue };
-            if let Some(&(stop, id)) = m.triggers.rising[r as usize].first()
+            if let Some((stop, id)) = m.triggers.rising[r as usize].first()
                 && stop <= p.0
             {
                 return Some(OrderId(id));
             }
-            if let Some(&(stop, id)) = m.triggers.falling[r as usize].last()
+            if let Some((stop, id)) = m.triggers.falling[r as usize].first()
                 && stop >= p.0
             {
                 return Some(OrderId(id));

@@ -14,8 +14,7 @@
 //!   `full_audit_every` groups the full recomputation runs too. A failed audit halts the
 //!   engine: every later write is rejected with `EngineHalted`; balances are never patched.
 //! - Capacities (accounts, orders, book levels) are fixed in `EngineConfig`; the steady
-//!   state allocates nothing, except the conditional-order index (`BTreeSet`), which is
-//!   off the hot path of plain order flow.
+//!   state allocates nothing (`tests/tests/allocations.rs` counts).
 #![forbid(unsafe_code)]
 
 mod audit;
@@ -28,6 +27,7 @@ mod orders;
 pub mod pipeline;
 mod remargin;
 mod sink;
+mod triggers;
 
 pub use audit::{AuditError, HaltEvidence};
 pub use config::{BasisParams, EngineConfig, FundingParams, Lifecycle, MarketConfig};
