@@ -130,7 +130,7 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let free: Vec<u32> = (0..512).filter(|&s| at[s as usize] == NIL).collect();
-                if x % 3 != 0 && !free.is_empty() {
+                if !x.is_multiple_of(3) && !free.is_empty() {
                     let slot = free[(x >> 8) as usize % free.len()];
                     let stop = (x >> 20) as i64 % 16;
                     heap.insert(stop, next_id, slot, &mut at);
