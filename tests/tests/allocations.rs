@@ -24,6 +24,7 @@ fn workload() -> Generated {
         commands: 300_000,
         mark_every: 100,
         mark_step_ticks: 10,
+        positions: 4_000,
         group_size: 64,
         full_audit_every: 64,
     })

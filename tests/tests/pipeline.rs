@@ -122,6 +122,8 @@ fn check(seed: u64, markets: u16, accounts: u32, commands: u64, mark_every: u64,
         commands,
         mark_every,
         mark_step_ticks: 40,
+        // Standing open interest in every market, so ticks have positions to re-margin.
+        positions: (accounts as u64 / 2) & !1,
         group_size: 64,
         full_audit_every: 16,
     };
@@ -155,6 +157,7 @@ fn serial_driver_matches_apply_grouped() {
         commands: 20_000,
         mark_every: 50,
         mark_step_ticks: 40,
+        positions: 0,
         group_size: 64,
         full_audit_every: 16,
     };

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// The largest move of one mark tick, in ticks (a random walk within ±2% of the open).
     #[arg(long, default_value_t = 3)]
     pub mark_step: u64,
+    /// Open positions the setup creates before timing starts (pairs trading at the
+    /// opening mark; even, at most accounts × markets): the remargin-heavy workload.
+    #[arg(long, default_value_t = 0)]
+    pub positions: u64,
     /// Commands per group (the engine audits after each group).
     #[arg(long, default_value_t = 64)]
     pub group_size: u32,
@@ -56,6 +60,7 @@ impl BenchArgs {
             commands: self.commands,
             mark_every: self.mark_every,
             mark_step_ticks: self.mark_step,
+            positions: self.positions,
             group_size: self.group_size,
             full_audit_every: self.full_audit_every,
         }

@@ -7,6 +7,10 @@
 //! The stream is:
 //! 1. **Setup**: one deposit per account per settlement currency in use
 //!    ([`DEPOSIT_XBT`], [`DEPOSIT_USDT`]), ample for the order sizes below.
+//!    Then, if `positions` is set, that many open positions: pairs of accounts trade one
+//!    order size at the opening mark (a resting buy, then an IOC sell that fills it), pair
+//!    after pair round-robin over the markets — the standing open interest a remargin-heavy
+//!    run re-values on every tick (positions take the default, cross, margin).
 //! 2. **The mix**, `commands` long, per mille (see [`mix`]): 450 limit orders near the mark,
 //!    300 cancels, 100 amends, 100 crossing orders (half Market, half IOC limits), 20
 //!    stop-market orders, 15 cancel-alls, 15 leverage changes; and, when `mark_every` is
@@ -105,6 +109,8 @@ pub struct WorkloadConfig {
     pub mark_every: u64,
     /// The largest move of one mark tick, in ticks. Larger steps liquidate more.
     pub mark_step_ticks: u64,
+    /// Open positions the setup creates (even; at most accounts × markets).
+    pub positions: u64,
     /// Commands per group (the engine audits after each group).
     pub group_size: u32,
     /// The engine's whole-system recomputation, every this many groups (0: never; every
@@ -121,6 +127,7 @@ impl Default for WorkloadConfig {
             commands: 1_000_000,
             mark_every: 1000,
             mark_step_ticks: MARK_STEP_TICKS,
+            positions: 0,
             group_size: 64,
             full_audit_every: 4096,
         }
@@ -137,6 +144,16 @@ impl WorkloadConfig {
         }
         if self.group_size == 0 {
             return Err("group_size must be at least 1".into());
+        }
+        if !self.positions.is_multiple_of(2)
+            || self.positions > self.accounts as u64 * self.markets as u64
+            || (self.positions > 0 && self.accounts < 2)
+        {
+            return Err(format!(
+                "positions {}: need an even number ≤ accounts × markets ({}), and 2 accounts",
+                self.positions,
+                self.accounts as u64 * self.markets as u64
+            ));
         }
         // Deposits must not overflow the ledger's i64 sums.
         let total_usdt = self.accounts as i128 * DEPOSIT_USDT as i128;
@@ -172,8 +189,13 @@ impl WorkloadConfig {
         (0..self.markets).any(|i| self.instrument(i).settle == currency)
     }
 
-    /// How many setup commands (deposits) precede the mix.
+    /// How many setup commands (deposits, then two orders per pair of seeded positions)
+    /// precede the mix.
     pub fn setup_len(&self) -> u64 {
+        self.deposits_len() + self.positions
+    }
+
+    fn deposits_len(&self) -> u64 {
         let currencies = Currency::ALL.iter().filter(|&&c| self.uses(c)).count() as u64;
         self.accounts as u64 * currencies
     }
@@ -322,6 +344,25 @@ impl Workload {
             Currency::USDt => DEPOSIT_USDT,
         };
         Command::Deposit { account, currency, amount }
+    }
+
+    /// Seeding command `j`: pair `j / 2` opens a long and a short of one order size at the
+    /// opening mark. Pairs go round-robin over the markets, and within a market over
+    /// account pairs (2p, 2p+1), so every (account, market) holds at most one seed.
+    fn seed_position(&mut self, j: u64) -> Command {
+        let markets = self.config.markets as u64;
+        let (pair, m) = (j / 2 / markets, (j / 2 % markets) as usize);
+        let accounts = self.config.accounts as u64;
+        let (side, account, tif) = if j.is_multiple_of(2) {
+            (Side::Buy, 2 * pair % accounts, TimeInForce::GoodTillCancel)
+        } else {
+            (Side::Sell, (2 * pair + 1) % accounts, TimeInForce::ImmediateOrCancel)
+        };
+        let s = self.markets[m];
+        let mut o = Self::order(account as u32, m, side, OrdType::Limit, s.lot * s.qty_scale);
+        o.price = Some(OPENING_MARK);
+        o.time_in_force = tif;
+        self.accept(o).0
     }
 
     fn side(&mut self) -> Side {
@@ -558,8 +599,14 @@ impl Iterator for Workload {
         if i >= self.total_len() {
             return None;
         }
-        let command =
-            if i < self.setup_len { self.deposit(i) } else { self.mix_command(i - self.setup_len) };
+        let deposits = self.config.deposits_len();
+        let command = if i < deposits {
+            self.deposit(i)
+        } else if i < self.setup_len {
+            self.seed_position(i - deposits)
+        } else {
+            self.mix_command(i - self.setup_len)
+        };
         Some(self.stamp(command))
     }
 
@@ -634,6 +681,7 @@ mod tests {
             commands: 50_000,
             mark_every: 100,
             mark_step_ticks: MARK_STEP_TICKS,
+            positions: 0,
             group_size: 64,
             full_audit_every: 64,
         }
@@ -702,5 +750,30 @@ mod tests {
         apply_grouped(&mut again, &g.setup, 64, &mut hash);
         apply_grouped(&mut again, &g.commands, 64, &mut hash);
         assert_eq!(again.state_hash(), engine.state_hash());
+    }
+
+    #[test]
+    fn seeded_positions_are_open_after_setup() {
+        // 3 markets × 1000 accounts; 2400 positions = 1200 pairs, 400 per market.
+        let config = WorkloadConfig { positions: 2400, commands: 0, ..small() };
+        let config = WorkloadConfig { accounts: 1000, markets: 3, ..config };
+        let g = generate(&config);
+        assert_eq!(g.setup.len() as u64, config.setup_len());
+        let mut engine = Engine::new(&g.engine);
+        let mut events: Vec<Event> = Vec::new();
+        assert!(apply_grouped(&mut engine, &g.setup, 64, &mut events));
+        let rejected = events.iter().filter(|e| matches!(e, Event::Rejected { .. })).count();
+        assert_eq!(rejected, 0, "every seeding order is accepted");
+        let mut open = 0;
+        for a in 0..1000 {
+            for m in 0..3 {
+                let q = engine.position(AccountId(a), MarketId(m)).qty;
+                open += (q != 0) as u64;
+            }
+        }
+        assert_eq!(open, 2400);
+        // Too many for the accounts is refused.
+        let too_many = WorkloadConfig { positions: 3002, ..config };
+        assert!(too_many.validate().is_err());
     }
 }
