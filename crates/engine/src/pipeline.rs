@@ -144,6 +144,25 @@ pub struct PublishOptions {
     pub clock: Option<fn() -> u64>,
 }
 
+/// How far the stages have got, for drivers that time phases (atomics, written once per
+/// group).
+#[derive(Default)]
+struct Progress {
+    /// Groups the core has closed (audited).
+    closed: AtomicU64,
+    /// Groups published, and events published by then.
+    published: AtomicU64,
+    events: AtomicU64,
+}
+
+/// The core thread's own timings, if a clock was given: how long each mark tick took to
+/// apply (remargin fan-out, merge, and what the tick triggered), and each group's audit.
+#[derive(Default)]
+pub struct CoreTimes {
+    pub mark_ns: Vec<u64>,
+    pub audit_ns: Vec<u64>,
+}
+
 /// The publish stage's account of a run.
 pub struct Published {
     pub events: Vec<Event>,
@@ -168,11 +187,13 @@ struct Publisher {
     latency_ns: Vec<u64>,
     commands: u64,
     groups: u64,
+    progress: Arc<Progress>,
 }
 
 impl Publisher {
-    fn new(options: PublishOptions, latency_capacity: usize) -> Publisher {
+    fn new(options: PublishOptions, latency_capacity: usize, progress: Arc<Progress>) -> Publisher {
         Publisher {
+            progress,
             hash: HashSink::default(),
             events: Vec::new(),
             collect: options.collect_events,
@@ -210,6 +231,8 @@ impl Publisher {
     fn group_end(&mut self) {
         self.groups += 1;
         self.release();
+        self.progress.events.store(self.hash.count, Ordering::Relaxed);
+        self.progress.published.store(self.groups, Ordering::Release);
     }
 
     /// The group is audited and published: its commands are acknowledged now.
@@ -431,6 +454,7 @@ pub struct Finished {
     pub published: Published,
     /// False if an audit failed and the engine halted.
     pub audits_passed: bool,
+    pub times: CoreTimes,
 }
 
 /// A running pipeline. Feed it with `submit` and `end_group` (the sequencer's input: the
@@ -443,9 +467,9 @@ pub struct Pipeline {
     helpers: Vec<JoinHandle<Option<Published>>>,
     stop: Arc<AtomicBool>,
     clock: Option<fn() -> u64>,
-    /// Groups cut by the caller, and groups the core has closed.
+    /// Groups cut by the caller.
     cut: u64,
-    closed: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 }
 
 impl Pipeline {
@@ -485,8 +509,8 @@ impl Pipeline {
         // The core thread starts first and parks until its links are handed over, so the
         // helpers know whom to wake.
         let (links_tx, links_rx) = std::sync::mpsc::sync_channel::<(Vec<ShardLink>, CoreSink)>(1);
-        let closed = Arc::new(AtomicU64::new(0));
-        let core_closed = Arc::clone(&closed);
+        let progress = Arc::new(Progress::default());
+        let core_progress = Arc::clone(&progress);
         let core_config = config.clone();
         let core_topology = topology.clone();
         let core = thread::Builder::new()
@@ -494,7 +518,12 @@ impl Pipeline {
             .spawn(move || {
                 pin(&core_topology, 0);
                 let (links, sink) = links_rx.recv().expect("the pipeline hands over the links");
-                let input = CoreInput { poller: ingress_poller, closed: core_closed };
+                let input = CoreInput {
+                    poller: ingress_poller,
+                    progress: core_progress,
+                    clock: options.clock,
+                    samples: latency_capacity,
+                };
                 run_core(&core_config, &core_topology, links, sink, input)
             })
             .map_err(|e| format!("spawning the core thread: {e}"))?;
@@ -515,8 +544,10 @@ impl Pipeline {
                 instruments: config.markets.iter().map(|m| m.instrument.clone()).collect(),
             };
             let poller = if i == topology.publish_on { output_poller.take() } else { None };
-            let publisher =
-                poller.map(|p| (p, Box::new(Publisher::new(options, latency_capacity))));
+            let publisher = poller.map(|p| {
+                let publisher = Publisher::new(options, latency_capacity, Arc::clone(&progress));
+                (p, Box::new(publisher))
+            });
             let topo = topology.clone();
             let stop = Arc::clone(&stop);
             let handle = thread::Builder::new()
@@ -533,7 +564,10 @@ impl Pipeline {
             (Some(ring), Some(publisher)) => {
                 CoreSink::Ring { ring, publisher, wake: topology.helper_wait == Wait::Block }
             }
-            _ => CoreSink::Inline(Box::new(Publisher::new(options, latency_capacity))),
+            _ => {
+                let publisher = Publisher::new(options, latency_capacity, Arc::clone(&progress));
+                CoreSink::Inline(Box::new(publisher))
+            }
         };
         links_tx.send((links, sink)).map_err(|_| "the core thread died at start".to_string())?;
         Ok(Pipeline {
@@ -545,7 +579,7 @@ impl Pipeline {
             stop,
             clock: options.clock,
             cut: 0,
-            closed,
+            progress,
         })
     }
 
@@ -553,6 +587,15 @@ impl Pipeline {
     #[inline]
     pub fn submit(&mut self, time: Timestamp, command: Command) {
         let entered = self.clock.map_or(0, |c| c());
+        self.submit_scheduled(time, command, entered);
+    }
+
+    /// A command enters the sequencer; its latency is counted from `scheduled` (the clock's
+    /// reading when an open-loop driver meant to send it, so a driver that falls behind
+    /// does not hide the delay: no coordinated omission).
+    #[inline]
+    pub fn submit_scheduled(&mut self, time: Timestamp, command: Command, scheduled: u64) {
+        let entered = scheduled;
         let ingress = self.ingress.as_mut().expect("not finished");
         publish(ingress, |s: &mut InSlot| {
             s.kind = InKind::Command;
@@ -579,9 +622,17 @@ impl Pipeline {
     /// Wait until the core has closed every group cut so far (their events may still be
     /// on the way to the publisher). For drivers that time phases separately.
     pub fn wait_closed(&self) {
-        while self.closed.load(Ordering::Acquire) < self.cut {
+        while self.progress.closed.load(Ordering::Acquire) < self.cut {
             thread::yield_now();
         }
+    }
+
+    /// Wait until every group cut so far is published; returns the events published.
+    pub fn wait_published(&self) -> u64 {
+        while self.progress.published.load(Ordering::Acquire) < self.cut {
+            thread::yield_now();
+        }
+        self.progress.events.load(Ordering::Relaxed)
     }
 
     /// Close the input, let every stage drain, and collect the engine and the output.
@@ -606,7 +657,9 @@ impl Pipeline {
 
 struct CoreInput {
     poller: IngressPoller,
-    closed: Arc<AtomicU64>,
+    progress: Arc<Progress>,
+    clock: Option<fn() -> u64>,
+    samples: usize,
 }
 
 fn run_core(
@@ -616,7 +669,20 @@ fn run_core(
     mut sink: CoreSink,
     input: CoreInput,
 ) -> Finished {
-    let CoreInput { poller: mut input, closed } = input;
+    let CoreInput { poller: mut input, progress, clock, samples } = input;
+    let closed = &progress.closed;
+    let mut times = CoreTimes::default();
+    if clock.is_some() {
+        times.mark_ns.reserve(samples);
+        times.audit_ns.reserve(samples);
+    }
+    let timed = |v: &mut Vec<u64>, start: u64| {
+        if let Some(clock) = clock
+            && v.len() < v.capacity()
+        {
+            v.push(clock().saturating_sub(start));
+        }
+    };
     let mut engine = Engine::with_shards(config, topology.threads as u32);
     if !links.is_empty() {
         engine.fan_out = Some(FanOut {
@@ -660,18 +726,26 @@ fn run_core(
                     let cmd = Sequenced { seq: Seq(seq), time: slot.time, command: slot.command };
                     seq += 1;
                     last = cmd.seq;
+                    let mark = matches!(cmd.command, Command::Mark { .. });
+                    let start = if mark { clock.map_or(0, |c| c()) } else { 0 };
                     engine.apply(&cmd, &mut sink);
+                    if mark {
+                        timed(&mut times.mark_ns, start);
+                    }
                     sink.put(OutKind::CommandDone, NO_EVENT, slot.entered);
                     sink.wake();
                 }
                 InKind::GroupEnd => {
                     if !in_group {
-                        // An empty cut closes nothing.
+                        // An empty cut audits nothing.
+                        sink.put(OutKind::GroupEnd, NO_EVENT, 0);
                         closed.fetch_add(1, Ordering::Release);
                         continue;
                     }
                     in_group = false;
+                    let start = clock.map_or(0, |c| c());
                     audits_passed &= engine.end_group(last, &mut sink);
+                    timed(&mut times.audit_ns, start);
                     engine.take_liquidations(&mut fed_back);
                     sink.put(OutKind::GroupEnd, NO_EVENT, 0);
                     sink.wake();
@@ -698,7 +772,7 @@ fn run_core(
     };
     // The shard threads go home with the engine's links; the shards are all here.
     engine.fan_out = None;
-    Finished { engine, published, audits_passed }
+    Finished { engine, published, audits_passed, times }
 }
 
 fn run_helper(

@@ -1,5 +1,13 @@
-//! `amdahl bench`: generate a seeded workload, run it through the serial engine, and
-//! report throughput, latency percentiles, reject counts and the output/state hashes.
+//! `amdahl bench`: generate a seeded workload, run it through the serial engine and/or
+//! pipelines of several topologies (one after the other, in one process, on the same
+//! workload), and report throughput, latency percentiles, remargin and audit times,
+//! allocations per command, reject counts and the output/state hashes.
+//!
+//! Serial runs (`--threads 1`) time each command as the engine applies it. Pipeline runs
+//! time from ingress (when the driver meant to submit the command: open loop, no
+//! coordinated omission) to publish (the command's group audited and its events hashed:
+//! when an ack would be released). Both hash every event of setup and mix into one stream
+//! hash, so the same seed gives the same `event_hash` in every topology.
 //!
 //! Timing: the workload is generated (and the setup deposits applied) before the clock
 //! starts. The timed loop reads `Instant::now()` once per command and once more per group
@@ -7,11 +15,13 @@
 //! audit and group intervals tile the run without gaps. The clock read itself is measured
 //! beforehand and reported as `timer_overhead_ns` (it is inside every command interval).
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
+use amdahl_engine::pipeline::{Pipeline, PublishOptions, Topology, Wait};
 use amdahl_engine::{Engine, EventSink, HashSink};
 use amdahl_types::{Command, Event, RejectReason, Seq, Sequenced};
-use amdahl_workload::{WorkloadConfig, apply_grouped, generate};
+use amdahl_workload::{Generated, WorkloadConfig, apply_grouped, generate};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
@@ -46,9 +56,48 @@ pub struct BenchArgs {
     /// mark tick recounts its own market and every group runs the ledger audit).
     #[arg(long, default_value_t = 4096)]
     pub full_audit_every: u64,
-    /// Engine threads. Only 1 (the serial engine) for now.
-    #[arg(long, default_value_t = 1)]
-    pub threads: u32,
+    /// Engine threads per run: 1 is the serial engine; N ≥ 2 a pipeline (core thread plus
+    /// N−1 helpers, N account shards). A list (`--threads 1,2`) runs each in turn on the
+    /// same workload and prints them side by side.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub threads: Vec<usize>,
+    /// The pipeline thread that publishes (0: the core thread; default: the last helper).
+    #[arg(long)]
+    pub publish_on: Option<usize>,
+    /// How pipeline threads wait: block (park until woken; any machine), yield, or spin
+    /// (only with a core per thread).
+    #[arg(long, value_enum, default_value_t = WaitArg::Block)]
+    pub wait: WaitArg,
+    /// Pin pipeline thread i to CPU core pin[i] (a list; missing cores are skipped).
+    #[arg(long, value_delimiter = ',')]
+    pub pin: Vec<usize>,
+    /// Offered load for pipeline runs, commands per second (0: as fast as taken).
+    #[arg(long, default_value_t = 0)]
+    pub offered_rate: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum WaitArg {
+    Block,
+    Yield,
+    Spin,
+}
+
+impl BenchArgs {
+    pub fn topology(&self, threads: usize) -> Topology {
+        let wait = match self.wait {
+            WaitArg::Block => Wait::Block,
+            WaitArg::Yield => Wait::Yield,
+            WaitArg::Spin => Wait::Spin,
+        };
+        Topology {
+            publish_on: self.publish_on.unwrap_or(threads - 1),
+            pin: self.pin.clone(),
+            core_wait: wait,
+            helper_wait: wait,
+            ..Topology::threads(threads)
+        }
+    }
 }
 
 impl BenchArgs {
@@ -192,6 +241,7 @@ fn ns(d: std::time::Duration) -> u64 {
 /// What the timed loop measured.
 struct Timed {
     command_ns: Histogram<u64>,
+    mark_ns: Histogram<u64>,
     group_ns: Histogram<u64>,
     audit_ns: Histogram<u64>,
     audit_total_ns: u64,
@@ -201,13 +251,14 @@ struct Timed {
 }
 
 impl Timed {
-    fn new() -> Timed {
+    fn new(sink: CountingSink) -> Timed {
         Timed {
             command_ns: histogram(),
+            mark_ns: histogram(),
             group_ns: histogram(),
             audit_ns: histogram(),
             audit_total_ns: 0,
-            sink: CountingSink::new(),
+            sink,
             groups: 0,
             seconds: 0.0,
         }
@@ -217,8 +268,13 @@ impl Timed {
 /// The timed loop, a function of its own so a profiler can collect just this part
 /// (`valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*timed_run*'`).
 #[inline(never)]
-fn timed_run(engine: &mut Engine, commands: &[Sequenced], group_size: usize) -> Timed {
-    let mut m = Timed::new();
+fn timed_run(
+    engine: &mut Engine,
+    commands: &[Sequenced],
+    group_size: usize,
+    sink: CountingSink,
+) -> Timed {
+    let mut m = Timed::new(sink);
     // As the sequencer does: number every command as it enters, and feed the liquidations a
     // group found back as the first commands of the next group.
     let mut seq = commands.first().map_or(1, |c| c.seq.0);
@@ -240,6 +296,9 @@ fn timed_run(engine: &mut Engine, commands: &[Sequenced], group_size: usize) -> 
             engine.apply(&cmd, &mut m.sink);
             let now = Instant::now();
             m.command_ns.saturating_record(ns(now - t));
+            if matches!(cmd.command, Command::Mark { .. }) {
+                m.mark_ns.saturating_record(ns(now - t));
+            }
             t = now;
         }
         let ok = engine.end_group(last, &mut m.sink);
@@ -259,62 +318,59 @@ fn timed_run(engine: &mut Engine, commands: &[Sequenced], group_size: usize) -> 
     m
 }
 
-pub fn run(config: &WorkloadConfig) -> Report {
-    let generate_start = Instant::now();
-    let workload = generate(config);
-    let generate_seconds = generate_start.elapsed().as_secs_f64();
+/// Nanoseconds since the first call: the clock the pipeline is given (the engine crates
+/// never read one themselves).
+fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
 
+/// One run's figures, and whether its engine halted.
+struct RunReport {
+    json: Value,
+    halted: bool,
+    event_hash: String,
+    state_hash: String,
+    commands_per_s: f64,
+}
+
+fn serial_run(config: &WorkloadConfig, workload: &Generated) -> RunReport {
     let setup_start = Instant::now();
     let mut engine = Engine::new(&workload.engine);
-    let mut setup_sink = HashSink::default();
+    // One stream hash over setup and mix, as the pipeline publishes them.
+    let mut sink = CountingSink::new();
     let setup_ok =
-        apply_grouped(&mut engine, &workload.setup, config.group_size as usize, &mut setup_sink);
+        apply_grouped(&mut engine, &workload.setup, config.group_size as usize, &mut sink);
+    sink.kinds = [0; KINDS.len()];
+    sink.rejects = [0; 256];
     let setup_seconds = setup_start.elapsed().as_secs_f64();
 
     let overhead = timer_overhead_ns();
     let sched_start = schedstat();
+    let allocations_before = amdahl_alloc::allocations();
     let timed = if setup_ok {
-        timed_run(&mut engine, &workload.commands, config.group_size as usize)
+        timed_run(&mut engine, &workload.commands, config.group_size as usize, sink)
     } else {
-        Timed::new()
+        Timed::new(sink)
     };
+    let allocations = amdahl_alloc::allocations() - allocations_before;
     let sched = sched_start.zip(schedstat()).map(|((r0, w0), (r1, w1))| (r1 - r0, w1 - w0));
-    let Timed { command_ns, group_ns, audit_ns, audit_total_ns, sink, groups, seconds } = timed;
+    let Timed { command_ns, mark_ns, group_ns, audit_ns, audit_total_ns, sink, groups, seconds } =
+        timed;
 
     let halted = engine.is_halted();
-    let commands = command_ns.len();
+    // The mix's commands (the fed-back liquidations are in the latency histogram, not
+    // here), as a pipeline run counts them.
+    let commands = workload.commands.len() as u64;
     let events: u64 = sink.kinds.iter().sum();
-    let mut rejects = Map::new();
-    for (count, reason) in sink.rejects.iter().zip(&sink.reasons) {
-        if let Some(reason) = reason {
-            rejects.insert(format!("{reason:?}"), json!(count));
-        }
-    }
-    let mut events_by_kind = Map::new();
-    for (name, count) in KINDS.iter().zip(&sink.kinds) {
-        if *count != 0 {
-            events_by_kind.insert(name.to_string(), json!(count));
-        }
-    }
     let hash_start = Instant::now();
-    let state_hash = engine.state_hash();
+    let state_hash = format!("{:032x}", engine.state_hash());
     let state_hash_seconds = hash_start.elapsed().as_secs_f64();
     let per_s = |n: u64| if seconds > 0.0 { (n as f64 / seconds).round() } else { 0.0 };
-
+    let event_hash = format!("{:032x}", sink.hash.digest());
     let json = json!({
         "engine": "serial",
         "threads": 1,
-        "workload": {
-            "seed": config.seed,
-            "markets": config.markets,
-            "accounts": config.accounts,
-            "commands": config.commands,
-            "mark_every": config.mark_every,
-            "group_size": config.group_size,
-            "full_audit_every": config.full_audit_every,
-            "setup_commands": workload.setup.len(),
-            "max_orders": workload.engine.max_orders,
-        },
         "commands": commands,
         "events": events,
         "groups": groups,
@@ -323,21 +379,220 @@ pub fn run(config: &WorkloadConfig) -> Report {
         "runqueue_wait_seconds": sched.map(|s| s.1),
         "commands_per_s": per_s(commands),
         "events_per_s": per_s(events),
+        "latency": "per command, as the engine applies it",
         "command_latency_ns": percentiles(&command_ns),
+        "mark_tick_ns": percentiles(&mark_ns),
         "group_latency_ns": percentiles(&group_ns),
         "audit_ns_per_group": percentiles(&audit_ns),
         "audit_seconds": audit_total_ns as f64 / 1e9,
         "timer_overhead_ns": overhead,
-        "events_by_kind": events_by_kind,
-        "rejects": rejects,
+        "allocations": allocations,
+        "allocations_per_command": allocations as f64 / commands.max(1) as f64,
+        "events_by_kind": kinds_json(&sink),
+        "rejects": rejects_json(&sink),
         "open_orders_at_end": engine.open_orders(),
-        "event_hash": format!("{:032x}", sink.hash.digest()),
-        "state_hash": format!("{state_hash:032x}"),
+        "event_hash": event_hash,
+        "state_hash": state_hash,
         "halted": halted,
         "halt": engine.halt_evidence().map(|h| format!("{h:?}")),
-        "generate_seconds": generate_seconds,
         "setup_seconds": setup_seconds,
         "state_hash_seconds": state_hash_seconds,
     });
+    RunReport { json, halted, event_hash, state_hash, commands_per_s: per_s(commands) }
+}
+
+fn kinds_json(sink: &CountingSink) -> Map<String, Value> {
+    let mut events_by_kind = Map::new();
+    for (name, count) in KINDS.iter().zip(&sink.kinds) {
+        if *count != 0 {
+            events_by_kind.insert(name.to_string(), json!(count));
+        }
+    }
+    events_by_kind
+}
+
+fn rejects_json(sink: &CountingSink) -> Map<String, Value> {
+    let mut rejects = Map::new();
+    for (count, reason) in sink.rejects.iter().zip(&sink.reasons) {
+        if let Some(reason) = reason {
+            rejects.insert(format!("{reason:?}"), json!(count));
+        }
+    }
+    rejects
+}
+
+fn histogram_of(samples: &[u64]) -> Histogram<u64> {
+    let mut h = histogram();
+    for &v in samples {
+        h.saturating_record(v.max(1));
+    }
+    h
+}
+
+/// Wait until the clock reaches `t` (ns): sleep through long gaps, yield through short
+/// ones, so the driver leaves the engine threads their cores.
+fn pace_until(t: u64) {
+    loop {
+        let now = now_ns();
+        if now >= t {
+            return;
+        }
+        if t - now > 200_000 {
+            std::thread::sleep(std::time::Duration::from_nanos(t - now - 100_000));
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn pipeline_run(
+    config: &WorkloadConfig,
+    workload: &Generated,
+    topology: &Topology,
+    offered_rate: u64,
+) -> RunReport {
+    let group_size = config.group_size as usize;
+    let samples = workload.setup.len() + workload.commands.len();
+    let options = PublishOptions { collect_events: false, clock: Some(now_ns) };
+    let setup_start = Instant::now();
+    let mut pipeline = match Pipeline::start(&workload.engine, topology, options, samples) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("amdahl bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    for group in workload.setup.chunks(group_size) {
+        for c in group {
+            pipeline.submit(c.time, c.command);
+        }
+        pipeline.end_group();
+    }
+    let setup_events = pipeline.wait_published();
+    let setup_seconds = setup_start.elapsed().as_secs_f64();
+
+    let allocations_before = amdahl_alloc::allocations();
+    let start = now_ns();
+    let interval = if offered_rate > 0 { 1e9 / offered_rate as f64 } else { 0.0 };
+    let mut i = 0u64;
+    for group in workload.commands.chunks(group_size) {
+        for c in group {
+            let scheduled = if offered_rate > 0 {
+                let t = start + (i as f64 * interval) as u64;
+                pace_until(t);
+                t
+            } else {
+                now_ns()
+            };
+            pipeline.submit_scheduled(c.time, c.command, scheduled);
+            i += 1;
+        }
+        pipeline.end_group();
+    }
+    let offered_seconds = (now_ns() - start) as f64 / 1e9;
+    pipeline.wait_closed();
+    let closed_seconds = (now_ns() - start) as f64 / 1e9;
+    let events_total = pipeline.wait_published();
+    let seconds = (now_ns() - start) as f64 / 1e9;
+    let allocations = amdahl_alloc::allocations() - allocations_before;
+    let done = pipeline.finish();
+
+    let commands = workload.commands.len() as u64;
+    let events = events_total - setup_events;
+    let latency = histogram_of(
+        &done.published.latency_ns[workload.setup.len().min(done.published.latency_ns.len())..],
+    );
+    let mark_ns = histogram_of(&done.times.mark_ns);
+    let groups = commands.div_ceil(group_size as u64) as usize;
+    let audits = &done.times.audit_ns[done.times.audit_ns.len().saturating_sub(groups)..];
+    let audit_ns = histogram_of(audits);
+    let halted = done.engine.is_halted();
+    let state_hash = format!("{:032x}", done.engine.state_hash());
+    let event_hash = format!("{:032x}", done.published.event_hash);
+    let per_s = |n: u64| if seconds > 0.0 { (n as f64 / seconds).round() } else { 0.0 };
+    let json = json!({
+        "engine": "pipeline",
+        "threads": topology.threads,
+        "topology": {
+            "account_shards": topology.threads,
+            "publish_on": topology.publish_on,
+            "pin": topology.pin,
+            "core_wait": format!("{:?}", topology.core_wait),
+            "helper_wait": format!("{:?}", topology.helper_wait),
+            "ring_slots": topology.ring_slots,
+        },
+        "offered_rate": offered_rate,
+        "offered_seconds": offered_seconds,
+        "commands": commands,
+        "events": events,
+        "groups": groups,
+        "seconds": seconds,
+        "core_seconds": closed_seconds,
+        "commands_per_s": per_s(commands),
+        "events_per_s": per_s(events),
+        "latency": "ingress (scheduled) to publish of the command's group",
+        "command_latency_ns": percentiles(&latency),
+        "mark_tick_ns": percentiles(&mark_ns),
+        "audit_ns_per_group": percentiles(&audit_ns),
+        "audit_seconds": audits.iter().sum::<u64>() as f64 / 1e9,
+        "allocations": allocations,
+        "allocations_per_command": allocations as f64 / commands.max(1) as f64,
+        "event_hash": event_hash,
+        "state_hash": state_hash,
+        "halted": halted,
+        "halt": done.engine.halt_evidence().map(|h| format!("{h:?}")),
+        "setup_seconds": setup_seconds,
+    });
+    RunReport { json, halted, event_hash, state_hash, commands_per_s: per_s(commands) }
+}
+
+pub fn run(args: &BenchArgs) -> Report {
+    let config = args.workload();
+    let generate_start = Instant::now();
+    let workload = generate(&config);
+    let generate_seconds = generate_start.elapsed().as_secs_f64();
+    let workload_json = json!({
+        "seed": config.seed,
+        "markets": config.markets,
+        "accounts": config.accounts,
+        "commands": config.commands,
+        "mark_every": config.mark_every,
+        "mark_step_ticks": config.mark_step_ticks,
+        "positions": config.positions,
+        "group_size": config.group_size,
+        "full_audit_every": config.full_audit_every,
+        "setup_commands": workload.setup.len(),
+        "max_orders": workload.engine.max_orders,
+        "generate_seconds": generate_seconds,
+    });
+    let runs: Vec<RunReport> = args
+        .threads
+        .iter()
+        .map(|&threads| {
+            if threads == 1 {
+                serial_run(&config, &workload)
+            } else {
+                pipeline_run(&config, &workload, &args.topology(threads), args.offered_rate)
+            }
+        })
+        .collect();
+    let halted = runs.iter().any(|r| r.halted);
+    let json = if let [only] = &runs[..] {
+        let mut json = only.json.clone();
+        json["workload"] = workload_json;
+        json
+    } else {
+        let first = runs[0].commands_per_s.max(1.0);
+        json!({
+            "workload": workload_json,
+            "runs": runs.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
+            "throughput_vs_first": runs
+                .iter()
+                .map(|r| (r.commands_per_s / first * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>(),
+            "event_hashes_equal": runs.iter().all(|r| r.event_hash == runs[0].event_hash),
+            "state_hashes_equal": runs.iter().all(|r| r.state_hash == runs[0].state_hash),
+        })
+    };
     Report { json, halted }
 }

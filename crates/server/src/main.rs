@@ -1,13 +1,15 @@
 //! The `amdahl` binary. For now one subcommand: `bench`, which runs a seeded workload
-//! through the serial engine and prints one JSON object of figures.
+//! through the serial engine and/or pipelines and prints one JSON object of figures.
 #![forbid(unsafe_code)]
 
 mod bench;
 
 use clap::{CommandFactory, Parser, Subcommand, error::ErrorKind};
 
+/// mimalloc, counted: `amdahl bench` reports allocations per command.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: amdahl_alloc::Counting<mimalloc::MiMalloc> =
+    amdahl_alloc::Counting::new(mimalloc::MiMalloc);
 
 #[derive(Parser, Debug)]
 #[command(name = "amdahl", version, about = "amdahl: a leveraged-derivatives exchange engine")]
@@ -27,21 +29,19 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Bench(args) => {
-            if args.threads != 1 {
-                usage_error(
-                    ErrorKind::InvalidValue,
-                    format!(
-                        "--threads {}: only --threads 1 (the serial engine) is supported for \
-                         now; the pipeline arrives with issue #4",
-                        args.threads
-                    ),
-                );
+            if let Some(&t) = args.threads.iter().find(|&&t| t == 0 || t > 256) {
+                usage_error(ErrorKind::InvalidValue, format!("--threads {t}: need 1..=256"));
+            }
+            for &t in args.threads.iter().filter(|&&t| t > 1) {
+                if let Err(e) = args.topology(t).validate() {
+                    usage_error(ErrorKind::InvalidValue, format!("--threads {t}: {e}"));
+                }
             }
             let config = args.workload();
             if let Err(e) = config.validate() {
                 usage_error(ErrorKind::InvalidValue, format!("invalid workload: {e}"));
             }
-            let report = bench::run(&config);
+            let report = bench::run(&args);
             println!("{}", serde_json::to_string_pretty(&report.json).expect("JSON"));
             if report.halted {
                 eprintln!("amdahl bench: the engine halted (audit failure); see \"halt\"");

@@ -37,12 +37,47 @@ fn the_same_seed_gives_the_same_events_and_state() {
 }
 
 #[test]
-fn unsupported_topology_is_a_clear_usage_error() {
+fn every_topology_gives_the_serial_engines_events_and_state() {
+    // The serial engine, a 2-thread pipeline publishing on its helper, and a 3-thread one
+    // publishing on the core thread, in one process, on one workload that liquidates.
     let mut args = SMALL.to_vec();
-    args.extend(["--threads", "2"]);
+    args.extend(["--seed", "3", "--mark-step", "40", "--positions", "400"]);
+    args.extend(["--threads", "1,2,3", "--publish-on", "0"]);
     let out = bench(&args);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--threads 2"), "{stderr}");
-    assert!(out.stdout.is_empty(), "no figures for a refused run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let runs = field(&json, "runs").as_array().expect("one entry per topology");
+    assert_eq!(runs.len(), 3);
+    for (run, engine) in runs.iter().zip(["serial", "pipeline", "pipeline"]) {
+        assert_eq!(field(run, "engine"), engine);
+        assert_eq!(field(run, "halted"), &serde_json::Value::Bool(false));
+        assert_eq!(field(run, "commands").as_u64(), Some(20_000));
+        assert_eq!(field(run, "events"), field(&runs[0], "events"), "{run}");
+        assert_eq!(field(run, "event_hash"), field(&runs[0], "event_hash"), "{run}");
+        assert_eq!(field(run, "state_hash"), field(&runs[0], "state_hash"), "{run}");
+        assert!(field(field(run, "mark_tick_ns"), "count").as_u64().unwrap() > 0);
+        assert!(field(run, "allocations_per_command").as_f64().is_some());
+    }
+    assert_eq!(field(&json, "event_hashes_equal"), &serde_json::Value::Bool(true));
+    assert_eq!(field(&json, "state_hashes_equal"), &serde_json::Value::Bool(true));
+    let liquidations = field(field(&runs[0], "events_by_kind"), "Liquidated").as_u64();
+    assert!(liquidations.unwrap_or(0) > 0, "the workload must liquidate: {}", runs[0]);
+}
+
+#[test]
+fn impossible_topologies_are_clear_usage_errors() {
+    for (threads, publish_on, message) in
+        [("0", None, "--threads 0"), ("2", Some("5"), "publish_on 5 is not one of 2 threads")]
+    {
+        let mut args = SMALL.to_vec();
+        args.extend(["--threads", threads]);
+        if let Some(p) = publish_on {
+            args.extend(["--publish-on", p]);
+        }
+        let out = bench(&args);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(out.stdout.is_empty(), "no figures for a refused run");
+    }
 }
