@@ -303,11 +303,19 @@ type Output = SingleProducer<OutSlot, SingleConsumerBarrier>;
 type OutputPoller = EventPoller<OutSlot, SingleProducerBarrier>;
 
 /// Publish into a disruptor ring without its built-in busy-spin when full: a full ring
-/// means the consumer is behind, so give it the core.
+/// means the consumer is behind, so give it the core — yield a few times, then sleep, so a
+/// producer that is far ahead (a driver with the whole workload in hand) stops competing
+/// with the stages for cores. Backpressure only: a ring with room costs no syscall.
 #[inline]
 fn publish<E, P: Producer<E>>(producer: &mut P, fill: impl Fn(&mut E)) {
+    let mut tries = 0u32;
     while producer.try_publish(&fill).is_err() {
-        thread::yield_now();
+        tries += 1;
+        if tries < 4 {
+            thread::yield_now();
+        } else {
+            thread::sleep(std::time::Duration::from_micros(50));
+        }
     }
 }
 
@@ -334,7 +342,8 @@ impl CoreSink {
         }
     }
 
-    /// Wake a blocked publisher (once per command and group, not per event).
+    /// Wake a blocked publisher: once per group, when its acks are due (a futex wake per
+    /// command would cost more than the command).
     #[inline]
     fn wake(&self) {
         if let CoreSink::Ring { publisher, wake: true, .. } = self {
@@ -622,15 +631,17 @@ impl Pipeline {
     /// Wait until the core has closed every group cut so far (their events may still be
     /// on the way to the publisher). For drivers that time phases separately.
     pub fn wait_closed(&self) {
+        // The driver's side: sleep between looks, so it does not take a core from the
+        // stages it is waiting for.
         while self.progress.closed.load(Ordering::Acquire) < self.cut {
-            thread::yield_now();
+            thread::sleep(std::time::Duration::from_micros(20));
         }
     }
 
     /// Wait until every group cut so far is published; returns the events published.
     pub fn wait_published(&self) -> u64 {
         while self.progress.published.load(Ordering::Acquire) < self.cut {
-            thread::yield_now();
+            thread::sleep(std::time::Duration::from_micros(20));
         }
         self.progress.events.load(Ordering::Relaxed)
     }
@@ -733,7 +744,6 @@ fn run_core(
                         timed(&mut times.mark_ns, start);
                     }
                     sink.put(OutKind::CommandDone, NO_EVENT, slot.entered);
-                    sink.wake();
                 }
                 InKind::GroupEnd => {
                     if !in_group {

@@ -17,6 +17,7 @@
 use amdahl_ledger::Ledger;
 use amdahl_risk::{ContractKind, Instrument, Position};
 use amdahl_types::{AccountId, Currency, Leverage, Money, Price, Qty};
+use strength_reduce::StrengthReducedU64;
 
 use crate::orders::NIL;
 
@@ -182,6 +183,43 @@ pub(crate) struct Tick {
     pub shards: u32,
 }
 
+/// The value of linear and quanto contracts at one price, for a pass over many positions:
+/// `Instrument::value`'s rule exactly — `round_half_away(qty × k / den)` with `k =
+/// multiplier × price × tick.num` — with `k` computed once and the division by the tick's
+/// denominator strength-reduced to a multiply (DESIGN.md §3: exact, never floating point).
+/// A product that leaves 64 bits falls back to `Instrument::value` and its wide path.
+#[derive(Clone, Copy)]
+pub(crate) struct LinearValue {
+    k: i64,
+    den: u64,
+    reduced: StrengthReducedU64,
+    price: Price,
+}
+
+impl LinearValue {
+    pub fn new(inst: &Instrument, price: Price) -> Option<LinearValue> {
+        if inst.kind == ContractKind::Inverse || price.0 <= 0 || inst.tick.den <= 0 {
+            return None;
+        }
+        let k = inst.multiplier.checked_mul(price.0)?.checked_mul(inst.tick.num)?;
+        let den = inst.tick.den as u64;
+        Some(LinearValue { k, den, reduced: StrengthReducedU64::new(den), price })
+    }
+
+    #[inline]
+    pub fn value(&self, qty: i64, inst: &Instrument) -> i64 {
+        let Some(n) = qty.checked_mul(self.k) else {
+            return inst.value(Qty(qty), self.price);
+        };
+        let a = n.unsigned_abs();
+        let q = a / self.reduced;
+        let r = a - q * self.den;
+        // Half away from zero: up when the remainder is at least half the divisor.
+        let rounded = (q + (r >= self.den - r) as u64) as i64;
+        if n < 0 { -rounded } else { rounded }
+    }
+}
+
 /// Σ qty, Σ cost (wrapping: compared with the running sum modulo 2^64) and whether any
 /// position's mark value is below its floor — one pass, no stores, no early exit.
 #[inline]
@@ -214,13 +252,22 @@ pub(crate) fn remargin_shard(
     let n = open.len();
     let (accounts, qty, cost, floor) =
         (&open.accounts[..n], &open.qty[..n], &open.cost[..n], &open.floor[..n]);
-    let value = |q: i64, unit: i64, mark: Price| {
-        if inverse { q * unit } else { inst.value(Qty(q), mark) }
+    let (now, before) = (LinearValue::new(inst, t.mark), LinearValue::new(inst, t.old_mark));
+    let value = |q: i64, unit: i64, linear: &Option<LinearValue>, mark: Price| {
+        if inverse {
+            q * unit
+        } else if let Some(l) = linear {
+            l.value(q, inst)
+        } else {
+            inst.value(Qty(q), mark)
+        }
     };
     // 1. A pure scan that writes nothing: this shard's share of the tick's recount, and
     // whether any position is at or past its floor. Kept free of stores so it streams.
     let (net, sum, any_below) = if inverse {
         scan(qty, cost, floor, |q| q.wrapping_mul(t.unit))
+    } else if let Some(l) = &now {
+        scan(qty, cost, floor, |q| l.value(q, inst))
     } else {
         scan(qty, cost, floor, |q| inst.value(Qty(q), t.mark))
     };
@@ -236,7 +283,7 @@ pub(crate) fn remargin_shard(
     // locked margin depends on their own marks).
     for k in 0..n {
         let q = qty[k];
-        let mark_value = value(q, t.unit, t.mark);
+        let mark_value = value(q, t.unit, &now, t.mark);
         if mark_value >= floor[k] {
             continue;
         }
@@ -245,13 +292,39 @@ pub(crate) fn remargin_shard(
             found.isolated.push(account);
             continue;
         }
-        let old = value(q, t.old_unit, t.old_mark);
+        let old = value(q, t.old_unit, &before, t.old_mark);
         let c = (account / t.shards) as usize * Currency::COUNT + t.currency.index();
         cross_base[c] += (mark_value - old) as i128;
         if iso_count[c] != 0 {
             found.deferred.push(account);
         } else if ledger.wallet(AccountId(account), t.currency) as i128 + cross_base[c] < 0 {
             found.cross.push(account);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The strength-reduced value equals `Instrument::value` everywhere it is used: both
+    /// signs, odd and even prices (the half-tick rounding), both tick fractions in use,
+    /// for the quantities a position can hold.
+    #[test]
+    fn linear_value_is_instrument_value() {
+        let mut odd = Instrument::xbtusdt();
+        odd.tick = amdahl_risk::TickSize { num: 1, den: 3 };
+        for inst in [Instrument::xbtusdt(), Instrument::ethusd(), odd] {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            for _ in 0..100_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let price = Price(1 + (x % 2_000_000) as i64);
+                let qty = ((x >> 21) % 2_000_000_001) as i64 - 1_000_000_000;
+                let l = LinearValue::new(&inst, price).expect("linear");
+                assert_eq!(l.value(qty, &inst), inst.value(Qty(qty), price), "{qty} @ {price:?}");
+            }
         }
     }
 }
