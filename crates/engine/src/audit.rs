@@ -120,7 +120,7 @@ impl Engine {
                     }
                 }
                 let (s, c) = self.cross_slot(amdahl_types::AccountId(a as u32), currency);
-                if self.shards[s].cross_base[c] != base || self.shards[s].iso_count[c] != iso {
+                if self.shards[s].cross[c] != (crate::remargin::CrossSum { base, iso }) {
                     let market = MarketId(u16::MAX);
                     return Err(AuditError::PositionCache { account: a as u32, market });
                 }
@@ -128,7 +128,14 @@ impl Engine {
         }
         let open_len = |m: usize| self.shards.iter().map(|s| s.open[m].len()).sum::<usize>();
         let open_count = |m: usize| column(m).filter(|p| p.qty != 0).count();
-        if let Some(m) = (0..n).find(|&m| open_len(m) != open_count(m)) {
+        // The count that picks a shard's pass (pure scan, or fused with the cross sums).
+        let cross_rows_stale = |o: &crate::remargin::OpenPositions| {
+            let ac = o.floor.iter().filter(|&&f| f == crate::remargin::ACCOUNT_CHECK).count();
+            ac != o.cross_rows as usize
+        };
+        if let Some(m) = (0..n).find(|&m| {
+            open_len(m) != open_count(m) || self.shards.iter().any(|s| cross_rows_stale(&s.open[m]))
+        }) {
             let market = MarketId(m as u16);
             return Err(AuditError::PositionCache { account: u32::MAX, market });
         }

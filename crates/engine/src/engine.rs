@@ -351,8 +351,7 @@ impl Engine {
             }
         }
         let (s, c) = self.cross_slot(account, currency);
-        self.shards[s].cross_base[c] = base;
-        self.shards[s].iso_count[c] = iso;
+        self.shards[s].cross[c] = crate::remargin::CrossSum { base, iso };
     }
 
     /// The account's shard, and its (account, currency) row in the shard's cross sums.
@@ -360,7 +359,7 @@ impl Engine {
     pub(crate) fn cross_slot(&self, account: AccountId, currency: Currency) -> (usize, usize) {
         let k = self.shards.len();
         let a = account.0 as usize;
-        (a % k, a / k * Currency::COUNT + currency.index())
+        (a % k, currency.index() * self.shards[0].local + a / k)
     }
 
     #[inline]

@@ -60,6 +60,8 @@ pub(crate) struct OpenPositions {
     /// Where each of the shard's accounts (by local index, `account / shards`) sits in the
     /// arrays, or `NIL`.
     pub index: Vec<u32>,
+    /// Rows whose floor is `ACCOUNT_CHECK` (cross positions, the liquidation engine's).
+    pub cross_rows: u32,
     shards: u32,
 }
 
@@ -71,6 +73,7 @@ impl OpenPositions {
             cost: Vec::with_capacity(rows),
             floor: Vec::with_capacity(rows),
             index: vec![NIL; rows],
+            cross_rows: 0,
             shards,
         }
     }
@@ -91,6 +94,7 @@ impl OpenPositions {
         let at = self.index[a];
         if pos.qty != 0 {
             if at == NIL {
+                self.cross_rows += (floor == ACCOUNT_CHECK) as u32;
                 self.index[a] = self.accounts.len() as u32;
                 self.accounts.push(account.0);
                 self.qty.push(pos.qty);
@@ -98,12 +102,15 @@ impl OpenPositions {
                 self.floor.push(floor);
             } else {
                 let k = at as usize;
+                self.cross_rows += (floor == ACCOUNT_CHECK) as u32;
+                self.cross_rows -= (self.floor[k] == ACCOUNT_CHECK) as u32;
                 self.qty[k] = pos.qty;
                 self.cost[k] = pos.cost;
                 self.floor[k] = floor;
             }
         } else if at != NIL {
             let k = at as usize;
+            self.cross_rows -= (self.floor[k] == ACCOUNT_CHECK) as u32;
             self.accounts.swap_remove(k);
             self.qty.swap_remove(k);
             self.cost.swap_remove(k);
@@ -125,15 +132,25 @@ impl OpenPositions {
 pub(crate) struct AccountShard {
     /// Per market: this shard's open positions.
     pub open: Vec<OpenPositions>,
-    /// Per (local account, currency): Σ over cross positions of (mark value − cost −
-    /// posMaint), and how many isolated positions the account holds. With no isolated
-    /// position a cross account is under maintenance exactly when wallet + this < 0, so a
-    /// mark tick re-margins it by adding its position's change of value.
-    pub cross_base: Vec<i128>,
-    pub iso_count: Vec<u32>,
+    /// Per (currency, local account) — currency-major, so a tick walks one dense run —
+    /// the account's cross sums (see `CrossSum`).
+    pub cross: Vec<CrossSum>,
+    /// Accounts per shard (the local index range).
+    pub local: usize,
     /// What the last pass found (capacity reserved for every account of the shard, so a
     /// pass never allocates).
     pub found: PassFindings,
+}
+
+/// Per (account, currency): Σ over cross positions of (mark value − cost − posMaint), and
+/// how many isolated positions the account holds. With no isolated position a cross account
+/// is under maintenance exactly when wallet + `base` < 0, so a mark tick re-margins it by
+/// adding its position's change of value. Both in one record: one memory access per
+/// position on the tick's hot path.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(crate) struct CrossSum {
+    pub base: i128,
+    pub iso: u32,
 }
 
 /// One shard's findings in one tick: partial sums for the tick's recount and the
@@ -155,8 +172,8 @@ impl AccountShard {
         let local = rows.div_ceil(shards as usize);
         AccountShard {
             open: (0..markets).map(|_| OpenPositions::new(local, shards)).collect(),
-            cross_base: vec![0; local * Currency::COUNT],
-            iso_count: vec![0; local * Currency::COUNT],
+            cross: vec![CrossSum::default(); local * Currency::COUNT],
+            local,
             found: PassFindings {
                 net: 0,
                 cost: 0,
@@ -244,7 +261,7 @@ pub(crate) fn remargin_shard(
     t: &Tick,
 ) {
     let inverse = inst.kind == ContractKind::Inverse;
-    let AccountShard { open, cross_base, iso_count, found } = shard;
+    let AccountShard { open, cross, local, found } = shard;
     found.isolated.clear();
     found.cross.clear();
     found.deferred.clear();
@@ -262,45 +279,70 @@ pub(crate) fn remargin_shard(
             inst.value(Qty(q), mark)
         }
     };
-    // 1. A pure scan that writes nothing: this shard's share of the tick's recount, and
-    // whether any position is at or past its floor. Kept free of stores so it streams.
-    let (net, sum, any_below) = if inverse {
-        scan(qty, cost, floor, |q| q.wrapping_mul(t.unit))
-    } else if let Some(l) = &now {
-        scan(qty, cost, floor, |q| l.value(q, inst))
-    } else {
-        scan(qty, cost, floor, |q| inst.value(Qty(q), t.mark))
-    };
-    found.net = net;
-    found.cost = sum;
-    if !any_below {
+    if open.cross_rows == 0 {
+        // Isolated positions only. 1. A pure scan that writes nothing: this shard's share
+        // of the tick's recount, and whether any position is at or past its floor. Kept
+        // free of stores so it streams.
+        let (net, sum, any_below) = if inverse {
+            scan(qty, cost, floor, |q| q.wrapping_mul(t.unit))
+        } else if let Some(l) = &now {
+            scan(qty, cost, floor, |q| l.value(q, inst))
+        } else {
+            scan(qty, cost, floor, |q| inst.value(Qty(q), t.mark))
+        };
+        found.net = net;
+        found.cost = sum;
+        // 2. The rare path: find the positions under their floor.
+        if any_below {
+            for k in 0..n {
+                if value(qty[k], t.unit, &now, t.mark) < floor[k] {
+                    found.isolated.push(accounts[k]);
+                }
+            }
+        }
         return;
     }
-    // 2. The rare path (every tick, once cross positions exist: their floor is
-    // `ACCOUNT_CHECK`): isolated positions under their floor are found; a cross position
-    // moves its account's cross sum by its change of value, and the account check is then
-    // one compare (deferred to the engine when isolated positions sit beside it, whose
-    // locked margin depends on their own marks).
+    // Cross positions present: every one moves its account's cross sum, so there is no
+    // pure pass to skip to; one fused pass recounts, moves the sums and finds. A cross
+    // position's change of value is computed directly (inverse: qty × Δunit, in i128 so it
+    // cannot overflow where the two values would not); the account check is then one
+    // compare (deferred to the engine when isolated positions sit beside it, whose locked
+    // margin depends on their own marks).
+    let sums = &mut cross[t.currency.index() * *local..][..*local];
+    let wallets = ledger.wallets(t.currency);
+    let du = t.unit as i128 - t.old_unit as i128;
+    let (mut net, mut sum) = (0i64, 0i64);
     for k in 0..n {
         let q = qty[k];
-        let mark_value = value(q, t.unit, &now, t.mark);
-        if mark_value >= floor[k] {
+        net = net.wrapping_add(q);
+        sum = sum.wrapping_add(cost[k]);
+        let account = accounts[k];
+        if floor[k] != ACCOUNT_CHECK {
+            if value(q, t.unit, &now, t.mark) < floor[k] {
+                found.isolated.push(account);
+            }
             continue;
         }
-        let account = accounts[k];
-        if floor[k] != ACCOUNT_CHECK || account == t.liquidator {
+        if account == t.liquidator {
+            // The liquidation engine's position is worked on every tick while it lasts.
             found.isolated.push(account);
             continue;
         }
-        let old = value(q, t.old_unit, &before, t.old_mark);
-        let c = (account / t.shards) as usize * Currency::COUNT + t.currency.index();
-        cross_base[c] += (mark_value - old) as i128;
-        if iso_count[c] != 0 {
+        let delta = if inverse {
+            q as i128 * du
+        } else {
+            (value(q, t.unit, &now, t.mark) - value(q, t.old_unit, &before, t.old_mark)) as i128
+        };
+        let sum_of = &mut sums[(account / t.shards) as usize];
+        sum_of.base += delta;
+        if sum_of.iso != 0 {
             found.deferred.push(account);
-        } else if ledger.wallet(AccountId(account), t.currency) as i128 + cross_base[c] < 0 {
+        } else if wallets[account as usize] as i128 + sum_of.base < 0 {
             found.cross.push(account);
         }
     }
+    found.net = net;
+    found.cost = sum;
 }
 
 #[cfg(test)]

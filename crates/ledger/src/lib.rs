@@ -100,6 +100,12 @@ impl Ledger {
         self.wallets[currency.index()][account.0 as usize]
     }
 
+    /// Every account's wallet in `currency`, by account id: for passes over many accounts
+    /// (the remargin pass reads one per cross position).
+    pub fn wallets(&self, currency: Currency) -> &[Money] {
+        &self.wallets[currency.index()]
+    }
+
     pub fn balance(&self, entry: Entry, currency: Currency) -> Money {
         match entry {
             Entry::Wallet(a) => self.wallet(a, currency),
