@@ -188,7 +188,7 @@ impl Engine {
                     index: None,
                     last: None,
                     // Room for the stops a busy market holds; past it the heap grows.
-                    triggers: Triggers::new((config.max_orders as usize).min(1 << 14)),
+                    triggers: Triggers::new((config.max_orders as usize).min(1 << 16)),
                 })
                 .collect(),
             books: config

@@ -248,6 +248,7 @@ struct Timed {
     sink: CountingSink,
     groups: u64,
     seconds: f64,
+    allocations: u64,
 }
 
 impl Timed {
@@ -261,6 +262,7 @@ impl Timed {
             sink,
             groups: 0,
             seconds: 0.0,
+            allocations: 0,
         }
     }
 }
@@ -279,6 +281,8 @@ fn timed_run(
     // group found back as the first commands of the next group.
     let mut seq = commands.first().map_or(1, |c| c.seq.0);
     let mut liquidations: Vec<Command> = Vec::with_capacity(1 << 16);
+    // Counted from here: the loop's own buffers (histograms, the feedback vector) are made.
+    let allocations = amdahl_alloc::allocations();
     let start = Instant::now();
     let mut t = start;
     for group in commands.chunks(group_size) {
@@ -315,6 +319,7 @@ fn timed_run(
         }
     }
     m.seconds = (t - start).as_secs_f64();
+    m.allocations = amdahl_alloc::allocations() - allocations;
     m
 }
 
@@ -347,16 +352,23 @@ fn serial_run(config: &WorkloadConfig, workload: &Generated) -> RunReport {
 
     let overhead = timer_overhead_ns();
     let sched_start = schedstat();
-    let allocations_before = amdahl_alloc::allocations();
     let timed = if setup_ok {
         timed_run(&mut engine, &workload.commands, config.group_size as usize, sink)
     } else {
         Timed::new(sink)
     };
-    let allocations = amdahl_alloc::allocations() - allocations_before;
     let sched = sched_start.zip(schedstat()).map(|((r0, w0), (r1, w1))| (r1 - r0, w1 - w0));
-    let Timed { command_ns, mark_ns, group_ns, audit_ns, audit_total_ns, sink, groups, seconds } =
-        timed;
+    let Timed {
+        command_ns,
+        mark_ns,
+        group_ns,
+        audit_ns,
+        audit_total_ns,
+        sink,
+        groups,
+        seconds,
+        allocations,
+    } = timed;
 
     let halted = engine.is_halted();
     // The mix's commands (the fed-back liquidations are in the latency histogram, not
