@@ -62,12 +62,33 @@ impl Engine {
     #[allow(clippy::result_large_err)]
     pub fn audit_full(&self) -> Result<(), AuditError> {
         let n = self.markets.len();
-        // Market by market (a strided walk: the audit must not allocate, so no per-market
-        // scratch arrays): Σ cost per currency, Σ qty and the open-position count.
+        // Per market: Σ cost, Σ qty and the open-position count, in one row-major pass into
+        // stack arrays (the audit must not allocate); past `STACK_MARKETS` markets, a
+        // strided walk per market instead.
+        const STACK_MARKETS: usize = 64;
+        let (mut cost_of, mut net_of, mut open_of) =
+            ([0i128; STACK_MARKETS], [0i64; STACK_MARKETS], [0usize; STACK_MARKETS]);
+        if n <= STACK_MARKETS {
+            for row in self.positions.chunks_exact(n) {
+                for (m, p) in row.iter().enumerate() {
+                    cost_of[m] += p.cost as i128;
+                    net_of[m] += p.qty;
+                    open_of[m] += (p.qty != 0) as usize;
+                }
+            }
+        }
         let column = |m: usize| self.positions.iter().skip(m).step_by(n);
+        let market_cost = |m: usize| {
+            if n <= STACK_MARKETS { cost_of[m] } else { column(m).map(|p| p.cost as i128).sum() }
+        };
+        let net_qty =
+            |m: usize| if n <= STACK_MARKETS { net_of[m] } else { column(m).map(|p| p.qty).sum() };
+        let open_count = |m: usize| {
+            if n <= STACK_MARKETS { open_of[m] } else { column(m).filter(|p| p.qty != 0).count() }
+        };
         let mut cost = [0i128; Currency::COUNT];
         for (m, market) in self.markets.iter().enumerate() {
-            cost[market.inst.settle.index()] += column(m).map(|p| p.cost as i128).sum::<i128>();
+            cost[market.inst.settle.index()] += market_cost(m);
         }
         self.ledger.audit_full(cost).map_err(AuditError::Ledger)?;
         // The caches the hot paths read must equal what they cache: margins per position,
@@ -127,7 +148,6 @@ impl Engine {
             }
         }
         let open_len = |m: usize| self.shards.iter().map(|s| s.open[m].len()).sum::<usize>();
-        let open_count = |m: usize| column(m).filter(|p| p.qty != 0).count();
         // The count that picks a shard's pass (pure scan, or fused with the cross sums).
         let cross_rows_stale = |o: &crate::remargin::OpenPositions| {
             let ac = o.floor.iter().filter(|&&f| f == crate::remargin::ACCOUNT_CHECK).count();
@@ -140,7 +160,7 @@ impl Engine {
             return Err(AuditError::PositionCache { account: u32::MAX, market });
         }
         for m in 0..n {
-            let q: i64 = column(m).map(|p| p.qty).sum();
+            let q = net_qty(m);
             if q != 0 {
                 return Err(AuditError::OpenInterest { market: MarketId(m as u16), net_qty: q });
             }

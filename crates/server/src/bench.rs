@@ -486,20 +486,37 @@ fn pipeline_run(
     let allocations_before = amdahl_alloc::allocations();
     let start = now_ns();
     let interval = if offered_rate > 0 { 1e9 / offered_rate as f64 } else { 0.0 };
-    let mut i = 0u64;
-    for group in workload.commands.chunks(group_size) {
-        for c in group {
-            let scheduled = if offered_rate > 0 {
-                let t = start + (i as f64 * interval) as u64;
-                pace_until(t);
-                t
-            } else {
-                now_ns()
-            };
-            pipeline.submit_scheduled(c.time, c.command, scheduled);
-            i += 1;
+    if offered_rate == 0 {
+        // As fast as taken: groups of `group_size`, as the serial run cuts them.
+        for group in workload.commands.chunks(group_size) {
+            for c in group {
+                pipeline.submit(c.time, c.command);
+            }
+            pipeline.end_group();
         }
-        pipeline.end_group();
+    } else {
+        // Open loop at the offered rate. The sequencer cuts a group when its queue runs
+        // dry (no command due yet) or at `group_size`, so a command never waits for later
+        // arrivals to fill its group. The cuts then depend on timing, so the hashes of an
+        // offered-rate run are that run's own (its journal would record the cuts).
+        let mut in_group = 0usize;
+        for (i, c) in workload.commands.iter().enumerate() {
+            let t = start + (i as f64 * interval) as u64;
+            if in_group > 0 && now_ns() < t {
+                pipeline.end_group();
+                in_group = 0;
+            }
+            pace_until(t);
+            pipeline.submit_scheduled(c.time, c.command, t);
+            in_group += 1;
+            if in_group == group_size {
+                pipeline.end_group();
+                in_group = 0;
+            }
+        }
+        if in_group > 0 {
+            pipeline.end_group();
+        }
     }
     let offered_seconds = (now_ns() - start) as f64 / 1e9;
     pipeline.wait_closed();
@@ -515,7 +532,8 @@ fn pipeline_run(
         &done.published.latency_ns[workload.setup.len().min(done.published.latency_ns.len())..],
     );
     let mark_ns = histogram_of(&done.times.mark_ns);
-    let groups = commands.div_ceil(group_size as u64) as usize;
+    let groups =
+        (done.published.groups as usize).saturating_sub(workload.setup.len().div_ceil(group_size));
     let audits = &done.times.audit_ns[done.times.audit_ns.len().saturating_sub(groups)..];
     let audit_ns = histogram_of(audits);
     let halted = done.engine.is_halted();
@@ -534,6 +552,7 @@ fn pipeline_run(
             "ring_slots": topology.ring_slots,
         },
         "offered_rate": offered_rate,
+        "group_cut": if offered_rate == 0 { "every group_size commands" } else { "queue empty or group_size" },
         "offered_seconds": offered_seconds,
         "commands": commands,
         "events": events,
