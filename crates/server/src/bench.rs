@@ -552,7 +552,11 @@ fn pipeline_run(
             "ring_slots": topology.ring_slots,
         },
         "offered_rate": offered_rate,
-        "group_cut": if offered_rate == 0 { "every group_size commands" } else { "queue empty or group_size" },
+        "group_cut": if offered_rate == 0 {
+            "every group_size commands"
+        } else {
+            "queue empty or group_size"
+        },
         "offered_seconds": offered_seconds,
         "commands": commands,
         "events": events,
