@@ -101,7 +101,8 @@ impl Engine {
             if self.margin_cache[i] != crate::remargin::MarginCache::of(p, inst) {
                 return Err(stale());
             }
-            let open = &self.shards[a as usize % self.shards.len()].open[m];
+            let (s, _) = crate::remargin::shard_of(a, self.shards[0].local as u32);
+            let open = &self.shards[s].open[m];
             let at = open.at(amdahl_types::AccountId(a));
             if p.qty == 0 {
                 if at != crate::orders::NIL {

@@ -324,7 +324,7 @@ impl Engine {
         let cross = account == self.liquidator;
         let floor =
             crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
-        let s = account.0 as usize % self.shards.len();
+        let (s, _) = crate::remargin::shard_of(account.0, self.shards[0].local as u32);
         self.shards[s].open[market.0 as usize].sync(account, &pos, floor);
         self.refresh_cross(account, inst.settle);
     }
@@ -357,9 +357,9 @@ impl Engine {
     /// The account's shard, and its (account, currency) row in the shard's cross sums.
     #[inline]
     pub(crate) fn cross_slot(&self, account: AccountId, currency: Currency) -> (usize, usize) {
-        let k = self.shards.len();
-        let a = account.0 as usize;
-        (a % k, currency.index() * self.shards[0].local + a / k)
+        let per_shard = self.shards[0].local;
+        let (s, local) = crate::remargin::shard_of(account.0, per_shard as u32);
+        (s, currency.index() * per_shard + local)
     }
 
     #[inline]
@@ -1594,9 +1594,8 @@ impl Settlement<'_> {
             let cross = account == self.liquidator;
             let floor =
                 crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
-            let k = self.shards.len();
-            self.shards[account.0 as usize % k].open[self.market.0 as usize]
-                .sync(account, &pos, floor);
+            let (s, _) = crate::remargin::shard_of(account.0, self.shards[0].local as u32);
+            self.shards[s].open[self.market.0 as usize].sync(account, &pos, floor);
             self.filled.push(account);
         }
         self.ledger.post_trade_cost(currency, value, -value);

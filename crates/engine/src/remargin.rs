@@ -57,16 +57,16 @@ pub(crate) struct OpenPositions {
     pub qty: Vec<i64>,
     pub cost: Vec<i64>,
     pub floor: Vec<i64>,
-    /// Where each of the shard's accounts (by local index, `account / shards`) sits in the
-    /// arrays, or `NIL`.
+    /// Where each of the shard's accounts (by local index, `account % per_shard`) sits in
+    /// the arrays, or `NIL`.
     pub index: Vec<u32>,
     /// Rows whose floor is `ACCOUNT_CHECK` (cross positions, the liquidation engine's).
     pub cross_rows: u32,
-    shards: u32,
+    per_shard: u32,
 }
 
 impl OpenPositions {
-    pub fn new(rows: usize, shards: u32) -> OpenPositions {
+    pub fn new(rows: usize, per_shard: u32) -> OpenPositions {
         OpenPositions {
             accounts: Vec::with_capacity(rows),
             qty: Vec::with_capacity(rows),
@@ -74,7 +74,7 @@ impl OpenPositions {
             floor: Vec::with_capacity(rows),
             index: vec![NIL; rows],
             cross_rows: 0,
-            shards,
+            per_shard,
         }
     }
 
@@ -84,13 +84,13 @@ impl OpenPositions {
 
     /// Where the account sits in the arrays, or `NIL`.
     pub fn at(&self, account: AccountId) -> u32 {
-        self.index[(account.0 / self.shards) as usize]
+        self.index[(account.0 % self.per_shard) as usize]
     }
 
     /// Make the packed copy of one account's position true again (insert, update, or
     /// swap-remove when it went flat).
     pub fn sync(&mut self, account: AccountId, pos: &Position, floor: i64) {
-        let a = (account.0 / self.shards) as usize;
+        let a = (account.0 % self.per_shard) as usize;
         let at = self.index[a];
         if pos.qty != 0 {
             if at == NIL {
@@ -116,19 +116,28 @@ impl OpenPositions {
             self.cost.swap_remove(k);
             self.floor.swap_remove(k);
             if let Some(&moved) = self.accounts.get(k) {
-                self.index[(moved / self.shards) as usize] = k as u32;
+                self.index[(moved % self.per_shard) as usize] = k as u32;
             }
             self.index[a] = NIL;
         }
     }
 }
 
+/// Which account shard holds `account`, and its index there: shards are ranges of
+/// `per_shard` consecutive accounts, so a shard's wallets and cross sums are one run of
+/// memory that no other shard's pass touches.
+#[inline]
+pub(crate) fn shard_of(account: u32, per_shard: u32) -> (usize, usize) {
+    ((account / per_shard) as usize, (account % per_shard) as usize)
+}
+
 /// One account shard of the remargin stage (DESIGN.md §1, stage P): account `a` belongs
-/// to shard `a % shards`, at local index `a / shards`. A shard owns everything a mark tick
-/// writes for its accounts — their packed positions in every market and their cross sums —
-/// so shards re-margin in parallel without sharing a written byte. Between ticks the
-/// engine owns every shard; during a tick's fan-out a shard is moved (its `Vec` headers,
-/// not its rows) to the thread that re-margins it, and back before the engine goes on.
+/// to shard `a / per_shard`, at local index `a % per_shard` (see `shard_of`). A shard owns
+/// everything a mark tick writes for its accounts — their packed positions in every market
+/// and their cross sums — so shards re-margin in parallel without sharing a written byte.
+/// Between ticks the engine owns every shard; during a tick's fan-out a shard is moved (its
+/// `Vec` headers, not its rows) to the thread that re-margins it, and back before the
+/// engine goes on.
 pub(crate) struct AccountShard {
     /// Per market: this shard's open positions.
     pub open: Vec<OpenPositions>,
@@ -171,7 +180,7 @@ impl AccountShard {
     pub fn new(markets: usize, rows: usize, shards: u32) -> AccountShard {
         let local = rows.div_ceil(shards as usize);
         AccountShard {
-            open: (0..markets).map(|_| OpenPositions::new(local, shards)).collect(),
+            open: (0..markets).map(|_| OpenPositions::new(local, local as u32)).collect(),
             cross: vec![CrossSum::default(); local * Currency::COUNT],
             local,
             found: PassFindings {
@@ -197,7 +206,7 @@ pub(crate) struct Tick {
     pub old_mark: Price,
     pub old_unit: i64,
     pub liquidator: u32,
-    pub shards: u32,
+    pub per_shard: u32,
 }
 
 /// The value of linear and quanto contracts at one price, for a pass over many positions:
@@ -333,7 +342,7 @@ pub(crate) fn remargin_shard(
         } else {
             (value(q, t.unit, &now, t.mark) - value(q, t.old_unit, &before, t.old_mark)) as i128
         };
-        let sum_of = &mut sums[(account / t.shards) as usize];
+        let sum_of = &mut sums[(account % t.per_shard) as usize];
         sum_of.base += delta;
         if sum_of.iso != 0 {
             found.deferred.push(account);
