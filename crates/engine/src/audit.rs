@@ -142,7 +142,8 @@ impl Engine {
                     }
                 }
                 let (s, c) = self.cross_slot(amdahl_types::AccountId(a as u32), currency);
-                if self.shards[s].cross[c] != (crate::remargin::CrossSum { base, iso }) {
+                let have = self.shards[s].cross[c];
+                if have.base as i128 != base || have.iso != iso {
                     let market = MarketId(u16::MAX);
                     return Err(AuditError::PositionCache { account: a as u32, market });
                 }

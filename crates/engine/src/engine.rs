@@ -351,7 +351,7 @@ impl Engine {
             }
         }
         let (s, c) = self.cross_slot(account, currency);
-        self.shards[s].cross[c] = crate::remargin::CrossSum { base, iso };
+        self.shards[s].cross[c] = crate::remargin::CrossSum::new(base, iso);
     }
 
     /// The account's shard, and its (account, currency) row in the shard's cross sums.

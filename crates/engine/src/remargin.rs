@@ -154,12 +154,22 @@ pub(crate) struct AccountShard {
 /// Per (account, currency): Σ over cross positions of (mark value − cost − posMaint), and
 /// how many isolated positions the account holds. With no isolated position a cross account
 /// is under maintenance exactly when wallet + `base` < 0, so a mark tick re-margins it by
-/// adding its position's change of value. Both in one record: one memory access per
-/// position on the tick's hot path.
+/// adding its position's change of value. Both in one 16-byte record: one memory access
+/// per position on the tick's hot path, and half the bytes an i128 would move (the pass is
+/// bound by memory bandwidth). `base` is a sum of position values, each of which the risk
+/// limits keep far inside `Money`; a sum that would leave i64 is a broken invariant and
+/// panics (checked), never wraps.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub(crate) struct CrossSum {
-    pub base: i128,
+    pub base: i64,
     pub iso: u32,
+}
+
+impl CrossSum {
+    pub fn new(base: i128, iso: u32) -> CrossSum {
+        let base = i64::try_from(base).expect("a cross sum leaves Money: the risk limits failed");
+        CrossSum { base, iso }
+    }
 }
 
 /// One shard's findings in one tick: partial sums for the tick's recount and the
@@ -343,10 +353,11 @@ pub(crate) fn remargin_shard(
             (value(q, t.unit, &now, t.mark) - value(q, t.old_unit, &before, t.old_mark)) as i128
         };
         let sum_of = &mut sums[(account % t.per_shard) as usize];
-        sum_of.base += delta;
+        sum_of.base = i64::try_from(sum_of.base as i128 + delta)
+            .expect("a cross sum leaves Money: the risk limits failed");
         if sum_of.iso != 0 {
             found.deferred.push(account);
-        } else if wallets[account as usize] as i128 + sum_of.base < 0 {
+        } else if wallets[account as usize] as i128 + (sum_of.base as i128) < 0 {
             found.cross.push(account);
         }
     }
