@@ -178,6 +178,48 @@ fn serial_driver_matches_apply_grouped() {
     assert!(count(|e| matches!(e, Event::OrderAmended { .. })) > 0, "no amends");
 }
 
+/// A stage thread that dies takes the pipeline down with a clear panic, in the driver,
+/// instead of leaving the core waiting forever for its shard.
+#[test]
+fn a_dead_shard_thread_is_a_panic_not_a_hang() {
+    let config = WorkloadConfig {
+        seed: 9,
+        markets: 2,
+        accounts: 1000,
+        commands: 2_000,
+        mark_every: 10,
+        mark_step_ticks: 3,
+        positions: 200,
+        group_size: 64,
+        full_audit_every: 16,
+    };
+    let g = generate(&config);
+    for publish_on in [0, 1] {
+        let topology = Topology { inject_shard_panic: true, publish_on, ..Topology::threads(2) };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let options = PublishOptions { collect_events: false, clock: None };
+            let mut pipeline = Pipeline::start(&g.engine, &topology, options, 0).expect("starts");
+            for group in g.setup.iter().chain(&g.commands).collect::<Vec<_>>().chunks(64) {
+                for c in group {
+                    pipeline.submit(c.time, c.command);
+                }
+                pipeline.end_group();
+            }
+            pipeline.finish();
+        }));
+        let message = outcome.expect_err("the run must fail");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(
+            text.contains("panicked") || text.contains("injected fault"),
+            "publish_on {publish_on}: {text}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 6,

@@ -101,6 +101,9 @@ pub struct Topology {
     pub helper_wait: Wait,
     /// Slots in the ingress and output rings (a power of two).
     pub ring_slots: usize,
+    /// Fault injection for tests: helper threads panic on their first tick.
+    #[doc(hidden)]
+    pub inject_shard_panic: bool,
 }
 
 impl Topology {
@@ -114,6 +117,7 @@ impl Topology {
             core_wait: Wait::Block,
             helper_wait: Wait::Block,
             ring_slots: 1 << 16,
+            inject_shard_panic: false,
         }
     }
 
@@ -307,9 +311,10 @@ type OutputPoller = EventPoller<OutSlot, SingleProducerBarrier>;
 /// producer that is far ahead (a driver with the whole workload in hand) stops competing
 /// with the stages for cores. Backpressure only: a ring with room costs no syscall.
 #[inline]
-fn publish<E, P: Producer<E>>(producer: &mut P, fill: impl Fn(&mut E)) {
+fn publish<E, P: Producer<E>>(producer: &mut P, dead: &AtomicBool, fill: impl Fn(&mut E)) {
     let mut tries = 0u32;
     while producer.try_publish(&fill).is_err() {
+        check_alive(dead);
         tries += 1;
         if tries < 4 {
             thread::yield_now();
@@ -319,10 +324,35 @@ fn publish<E, P: Producer<E>>(producer: &mut P, fill: impl Fn(&mut E)) {
     }
 }
 
+/// Set when a stage thread unwinds: every wait in the pipeline checks it, so a panic in one
+/// thread surfaces as a panic in the others (and in the driver) instead of a silent hang.
+struct StageGuard {
+    dead: Arc<AtomicBool>,
+    others: Vec<Thread>,
+}
+
+impl Drop for StageGuard {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.dead.store(true, Ordering::Release);
+            for t in &self.others {
+                t.unpark();
+            }
+        }
+    }
+}
+
+#[inline]
+fn check_alive(dead: &AtomicBool) {
+    if dead.load(Ordering::Acquire) {
+        panic!("a pipeline stage thread panicked; the engine cannot go on without it");
+    }
+}
+
 /// The core thread's event sink: straight to the publisher, or into the output ring.
 enum CoreSink {
     Inline(Box<Publisher>),
-    Ring { ring: Output, publisher: Thread, wake: bool },
+    Ring { ring: Output, publisher: Thread, wake: bool, dead: Arc<AtomicBool> },
 }
 
 impl CoreSink {
@@ -334,7 +364,7 @@ impl CoreSink {
                 OutKind::CommandDone => p.command_done(entered),
                 OutKind::GroupEnd => p.group_end(),
             },
-            CoreSink::Ring { ring, .. } => publish(ring, |s: &mut OutSlot| {
+            CoreSink::Ring { ring, dead, .. } => publish(ring, dead, |s: &mut OutSlot| {
                 s.kind = kind;
                 s.event = event;
                 s.entered = entered;
@@ -380,6 +410,7 @@ pub(crate) struct FanOut {
     links: Vec<ShardLink>,
     wait: Wait,
     wake: bool,
+    dead: Arc<AtomicBool>,
 }
 
 impl FanOut {
@@ -410,7 +441,10 @@ impl FanOut {
                         shards.push(shard);
                         break;
                     }
-                    Err(_) => self.wait.idle(),
+                    Err(_) => {
+                        check_alive(&self.dead);
+                        self.wait.idle();
+                    }
                 }
             }
         }
@@ -424,6 +458,7 @@ struct ShardServer {
     core: Thread,
     wake_core: bool,
     instruments: Vec<Instrument>,
+    inject_panic: bool,
 }
 
 impl ShardServer {
@@ -433,6 +468,7 @@ impl ShardServer {
         let Ok(ShardWork { mut shard, ledger, tick }) = self.work.pop() else {
             return false;
         };
+        assert!(!self.inject_panic, "injected fault: a shard thread panics on its tick");
         remargin_shard(&mut shard, &ledger, &self.instruments[tick.market], &tick);
         // Let go of the ledger before handing the shard back: the core writes to the
         // ledger again as soon as every shard is home.
@@ -454,6 +490,20 @@ fn pin(topology: &Topology, thread: usize) {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     if let Some(core) = cores.into_iter().find(|c| c.id == id) {
         core_affinity::set_for_current(core);
+    }
+}
+
+impl Drop for Pipeline {
+    /// A pipeline dropped without `finish` (its driver panicked, say) still stops its
+    /// threads: the input ends, the helpers are told to stop. They are not joined here, so
+    /// a stuck stage cannot hang the unwinding.
+    fn drop(&mut self) {
+        drop(self.ingress.take());
+        self.stop.store(true, Ordering::Release);
+        self.core_thread.unpark();
+        for h in &self.helpers {
+            h.thread().unpark();
+        }
     }
 }
 
@@ -479,6 +529,7 @@ pub struct Pipeline {
     /// Groups cut by the caller.
     cut: u64,
     progress: Arc<Progress>,
+    dead: Arc<AtomicBool>,
 }
 
 impl Pipeline {
@@ -493,6 +544,8 @@ impl Pipeline {
         config.validate()?;
         let n = topology.threads;
         let stop = Arc::new(AtomicBool::new(false));
+        let dead = Arc::new(AtomicBool::new(false));
+        let driver = thread::current();
         let (ingress, ingress_poller): (Ingress, IngressPoller) = {
             let factory = || InSlot {
                 kind: InKind::GroupEnd,
@@ -521,13 +574,19 @@ impl Pipeline {
         let progress = Arc::new(Progress::default());
         let core_progress = Arc::clone(&progress);
         let core_config = config.clone();
+        let core_dead = Arc::clone(&dead);
+        let core_driver = driver.clone();
         let core_topology = topology.clone();
         let core = thread::Builder::new()
             .name("amdahl-core".into())
             .spawn(move || {
                 pin(&core_topology, 0);
                 let (links, sink) = links_rx.recv().expect("the pipeline hands over the links");
+                let mut others: Vec<Thread> = links.iter().map(|l| l.thread.clone()).collect();
+                others.push(core_driver);
+                let _guard = StageGuard { dead: Arc::clone(&core_dead), others };
                 let input = CoreInput {
+                    dead: core_dead,
                     poller: ingress_poller,
                     progress: core_progress,
                     clock: options.clock,
@@ -551,6 +610,7 @@ impl Pipeline {
                 core: core_thread.clone(),
                 wake_core: topology.core_wait == Wait::Block,
                 instruments: config.markets.iter().map(|m| m.instrument.clone()).collect(),
+                inject_panic: topology.inject_shard_panic,
             };
             let poller = if i == topology.publish_on { output_poller.take() } else { None };
             let publisher = poller.map(|p| {
@@ -559,9 +619,15 @@ impl Pipeline {
             });
             let topo = topology.clone();
             let stop = Arc::clone(&stop);
+            let others = vec![core_thread.clone(), driver.clone()];
+            let guard = StageGuard { dead: Arc::clone(&dead), others };
+            let helper_dead = Arc::clone(&dead);
             let handle = thread::Builder::new()
                 .name(format!("amdahl-shard-{i}"))
-                .spawn(move || run_helper(&topo, i, server, publisher, &stop))
+                .spawn(move || {
+                    let _guard = guard;
+                    run_helper(&topo, i, server, publisher, &stop, &helper_dead)
+                })
                 .map_err(|e| format!("spawning helper thread {i}: {e}"))?;
             if i == topology.publish_on {
                 publisher_thread = Some(handle.thread().clone());
@@ -570,9 +636,12 @@ impl Pipeline {
             helpers.push(handle);
         }
         let sink = match (output, publisher_thread) {
-            (Some(ring), Some(publisher)) => {
-                CoreSink::Ring { ring, publisher, wake: topology.helper_wait == Wait::Block }
-            }
+            (Some(ring), Some(publisher)) => CoreSink::Ring {
+                ring,
+                publisher,
+                wake: topology.helper_wait == Wait::Block,
+                dead: Arc::clone(&dead),
+            },
             _ => {
                 let publisher = Publisher::new(options, latency_capacity, Arc::clone(&progress));
                 CoreSink::Inline(Box::new(publisher))
@@ -589,6 +658,7 @@ impl Pipeline {
             clock: options.clock,
             cut: 0,
             progress,
+            dead,
         })
     }
 
@@ -606,7 +676,7 @@ impl Pipeline {
     pub fn submit_scheduled(&mut self, time: Timestamp, command: Command, scheduled: u64) {
         let entered = scheduled;
         let ingress = self.ingress.as_mut().expect("not finished");
-        publish(ingress, |s: &mut InSlot| {
+        publish(ingress, &self.dead, |s: &mut InSlot| {
             s.kind = InKind::Command;
             s.time = time;
             s.command = command;
@@ -621,7 +691,7 @@ impl Pipeline {
     #[inline]
     pub fn end_group(&mut self) {
         let ingress = self.ingress.as_mut().expect("not finished");
-        publish(ingress, |s: &mut InSlot| s.kind = InKind::GroupEnd);
+        publish(ingress, &self.dead, |s: &mut InSlot| s.kind = InKind::GroupEnd);
         self.cut += 1;
         if self.wake_core {
             self.core_thread.unpark();
@@ -634,6 +704,7 @@ impl Pipeline {
         // The driver's side: sleep between looks, so it does not take a core from the
         // stages it is waiting for.
         while self.progress.closed.load(Ordering::Acquire) < self.cut {
+            check_alive(&self.dead);
             thread::sleep(std::time::Duration::from_micros(20));
         }
     }
@@ -641,6 +712,7 @@ impl Pipeline {
     /// Wait until every group cut so far is published; returns the events published.
     pub fn wait_published(&self) -> u64 {
         while self.progress.published.load(Ordering::Acquire) < self.cut {
+            check_alive(&self.dead);
             thread::sleep(std::time::Duration::from_micros(20));
         }
         self.progress.events.load(Ordering::Relaxed)
@@ -667,6 +739,7 @@ impl Pipeline {
 }
 
 struct CoreInput {
+    dead: Arc<AtomicBool>,
     poller: IngressPoller,
     progress: Arc<Progress>,
     clock: Option<fn() -> u64>,
@@ -680,7 +753,7 @@ fn run_core(
     mut sink: CoreSink,
     input: CoreInput,
 ) -> Finished {
-    let CoreInput { poller: mut input, progress, clock, samples } = input;
+    let CoreInput { dead, poller: mut input, progress, clock, samples } = input;
     let closed = &progress.closed;
     let mut times = CoreTimes::default();
     if clock.is_some() {
@@ -700,6 +773,7 @@ fn run_core(
             links,
             wait: topology.core_wait,
             wake: topology.helper_wait == Wait::Block,
+            dead: Arc::clone(&dead),
         });
     }
     // The sequencer's state: the next number, and the liquidations group g found, which
@@ -714,6 +788,7 @@ fn run_core(
         let mut batch = match input.poll() {
             Ok(batch) => batch,
             Err(Polling::NoEvents) => {
+                check_alive(&dead);
                 topology.core_wait.idle();
                 continue;
             }
@@ -791,6 +866,7 @@ fn run_helper(
     mut server: ShardServer,
     mut publisher: Option<(OutputPoller, Box<Publisher>)>,
     stop: &AtomicBool,
+    dead: &AtomicBool,
 ) -> Option<Published> {
     pin(topology, index);
     let mut output_done = publisher.is_none();
@@ -818,7 +894,7 @@ fn run_helper(
             }
         }
         if !busy {
-            if stop.load(Ordering::Acquire) && output_done {
+            if stop.load(Ordering::Acquire) && output_done || dead.load(Ordering::Acquire) {
                 break;
             }
             topology.helper_wait.idle();
