@@ -100,8 +100,16 @@ fn topologies() -> Vec<Topology> {
     vec![
         // Two threads, publishing on the helper: the 2-core layout.
         Topology::threads(2),
-        // Three shards, publishing inline on the core thread, the core yielding.
-        Topology { publish_on: 0, core_wait: Wait::Yield, ..Topology::threads(3) },
+        // Two threads dealing five account shards (the core re-margins three).
+        Topology { account_shards: 5, ..Topology::threads(2) },
+        // Three threads but two shards (the second helper idles), publishing inline on the
+        // core thread, the core yielding.
+        Topology {
+            publish_on: 0,
+            account_shards: 2,
+            core_wait: Wait::Yield,
+            ..Topology::threads(3)
+        },
         // Four shards, publishing on a middle helper, helpers yielding, tiny rings (so
         // producers meet full rings), pinned to core 0 and to cores that may not exist.
         Topology {

@@ -84,11 +84,13 @@ impl Wait {
 }
 
 /// Where the stages run. `threads = 1` is the serial engine; with N ≥ 2 the core thread
-/// runs the sequencer, risk, matching and account shard 0, and helper thread i runs
-/// account shard i (so there are N account shards).
+/// runs the sequencer, risk and matching, and the account shards are dealt round-robin over
+/// all N threads (shard s on thread s mod N: the core re-margins its own share).
 #[derive(Clone, Debug)]
 pub struct Topology {
     pub threads: usize,
+    /// Account shards of the remargin stage (default: one per thread).
+    pub account_shards: usize,
     /// The thread that publishes: 0 is the core thread itself (no output ring), 1..N a
     /// helper, which then also serves its shard.
     pub publish_on: usize,
@@ -112,6 +114,7 @@ impl Topology {
     pub fn threads(threads: usize) -> Topology {
         Topology {
             threads,
+            account_shards: threads,
             publish_on: threads.saturating_sub(1),
             pin: Vec::new(),
             core_wait: Wait::Block,
@@ -130,6 +133,9 @@ impl Topology {
                 "publish_on {} is not one of {} threads",
                 self.publish_on, self.threads
             ));
+        }
+        if self.account_shards == 0 || self.account_shards > 4096 {
+            return Err(format!("account_shards: need 1..=4096, got {}", self.account_shards));
         }
         if !self.ring_slots.is_power_of_two() || self.ring_slots < 64 {
             return Err("ring_slots: need a power of two ≥ 64".into());
@@ -392,6 +398,7 @@ impl EventSink for CoreSink {
 /// Work for one shard thread: the shard itself (moved), read access to the ledger, and
 /// the tick.
 struct ShardWork {
+    index: usize,
     shard: AccountShard,
     ledger: Arc<Ledger>,
     tick: Tick,
@@ -400,8 +407,10 @@ struct ShardWork {
 /// The core's end of one shard thread.
 struct ShardLink {
     work: rtrb::Producer<ShardWork>,
-    done: rtrb::Consumer<AccountShard>,
+    done: rtrb::Consumer<(usize, AccountShard)>,
     thread: Thread,
+    /// Shards sent in this fan-out and not yet back.
+    out: usize,
 }
 
 /// Fans a tick's remargin out over the account shards and gathers them back (owned by the
@@ -421,25 +430,35 @@ impl FanOut {
         inst: &Instrument,
         tick: &Tick,
     ) {
-        debug_assert_eq!(shards.len(), self.links.len() + 1);
-        // Shards 1..N leave from the back; they come back in order 1..N.
-        for link in self.links.iter_mut().rev() {
-            let shard = shards.pop().expect("one shard per link");
-            let work = ShardWork { shard, ledger: Arc::clone(ledger), tick: *tick };
-            if link.work.push(work).is_err() {
-                unreachable!("a shard thread holds at most one shard");
+        // Shard s runs on thread s mod N; the others leave (an empty shard stays in their
+        // place) and come back to the same index.
+        let threads = self.links.len() + 1;
+        for (index, slot) in shards.iter_mut().enumerate() {
+            if index % threads == 0 {
+                continue;
             }
-            if self.wake {
+            let link = &mut self.links[index % threads - 1];
+            let shard = std::mem::take(slot);
+            let work = ShardWork { index, shard, ledger: Arc::clone(ledger), tick: *tick };
+            if link.work.push(work).is_err() {
+                unreachable!("a link's queue holds every shard of its thread");
+            }
+            link.out += 1;
+        }
+        if self.wake {
+            for link in self.links.iter().filter(|l| l.out > 0) {
                 link.thread.unpark();
             }
         }
-        remargin_shard(&mut shards[0], ledger, inst, tick);
+        for shard in shards.iter_mut().step_by(threads) {
+            remargin_shard(shard, ledger, inst, tick);
+        }
         for link in &mut self.links {
-            loop {
+            while link.out > 0 {
                 match link.done.pop() {
-                    Ok(shard) => {
-                        shards.push(shard);
-                        break;
+                    Ok((index, shard)) => {
+                        shards[index] = shard;
+                        link.out -= 1;
                     }
                     Err(_) => {
                         check_alive(&self.dead);
@@ -454,7 +473,7 @@ impl FanOut {
 /// The helper thread's end of its shard link.
 struct ShardServer {
     work: rtrb::Consumer<ShardWork>,
-    done: rtrb::Producer<AccountShard>,
+    done: rtrb::Producer<(usize, AccountShard)>,
     core: Thread,
     wake_core: bool,
     instruments: Vec<Instrument>,
@@ -465,7 +484,7 @@ impl ShardServer {
     /// Serve one tick if one is waiting; true if it did.
     #[inline]
     fn poll(&mut self) -> bool {
-        let Ok(ShardWork { mut shard, ledger, tick }) = self.work.pop() else {
+        let Ok(ShardWork { index, mut shard, ledger, tick }) = self.work.pop() else {
             return false;
         };
         assert!(!self.inject_panic, "injected fault: a shard thread panics on its tick");
@@ -473,8 +492,8 @@ impl ShardServer {
         // Let go of the ledger before handing the shard back: the core writes to the
         // ledger again as soon as every shard is home.
         drop(ledger);
-        if self.done.push(shard).is_err() {
-            unreachable!("the core waits for each shard before sending another");
+        if self.done.push((index, shard)).is_err() {
+            unreachable!("a link's queue holds every shard of its thread");
         }
         if self.wake_core {
             self.core.unpark();
@@ -602,8 +621,10 @@ impl Pipeline {
         let mut output_poller = output_poller;
         let mut publisher_thread = None;
         for i in 1..n {
-            let (work_tx, work_rx) = rtrb::RingBuffer::new(1);
-            let (done_tx, done_rx) = rtrb::RingBuffer::new(1);
+            // Room for every shard this thread serves in one tick.
+            let serves = topology.account_shards.div_ceil(n).max(1);
+            let (work_tx, work_rx) = rtrb::RingBuffer::new(serves);
+            let (done_tx, done_rx) = rtrb::RingBuffer::new(serves);
             let server = ShardServer {
                 work: work_rx,
                 done: done_tx,
@@ -632,7 +653,8 @@ impl Pipeline {
             if i == topology.publish_on {
                 publisher_thread = Some(handle.thread().clone());
             }
-            links.push(ShardLink { work: work_tx, done: done_rx, thread: handle.thread().clone() });
+            let thread = handle.thread().clone();
+            links.push(ShardLink { work: work_tx, done: done_rx, thread, out: 0 });
             helpers.push(handle);
         }
         let sink = match (output, publisher_thread) {
@@ -767,7 +789,7 @@ fn run_core(
             v.push(clock().saturating_sub(start));
         }
     };
-    let mut engine = Engine::with_shards(config, topology.threads as u32);
+    let mut engine = Engine::with_shards(config, topology.account_shards as u32);
     if !links.is_empty() {
         engine.fan_out = Some(FanOut {
             links,
@@ -872,7 +894,10 @@ fn run_helper(
     let mut output_done = publisher.is_none();
     loop {
         // A waiting core comes first: it is blocked until its shard is back.
-        let mut busy = server.poll();
+        let mut busy = false;
+        while server.poll() {
+            busy = true;
+        }
         if let Some((poller, p)) = publisher.as_mut()
             && !output_done
         {

@@ -137,7 +137,9 @@ pub(crate) fn shard_of(account: u32, per_shard: u32) -> (usize, usize) {
 /// and their cross sums — so shards re-margin in parallel without sharing a written byte.
 /// Between ticks the engine owns every shard; during a tick's fan-out a shard is moved (its
 /// `Vec` headers, not its rows) to the thread that re-margins it, and back before the
-/// engine goes on.
+/// engine goes on. (`Default` is an empty shard, no allocation: the placeholder left
+/// behind while a shard is away.)
+#[derive(Default)]
 pub(crate) struct AccountShard {
     /// Per market: this shard's open positions.
     pub open: Vec<OpenPositions>,
@@ -174,6 +176,7 @@ impl CrossSum {
 
 /// One shard's findings in one tick: partial sums for the tick's recount and the
 /// liquidation candidates, merged by the engine in a canonical order.
+#[derive(Default)]
 pub(crate) struct PassFindings {
     /// Σ qty and Σ cost (wrapping) over the shard's positions in the market.
     pub net: i64,

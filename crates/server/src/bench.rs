@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// (only with a core per thread).
     #[arg(long, value_enum, default_value_t = WaitArg::Block)]
     pub wait: WaitArg,
+    /// Account shards of the remargin stage, dealt round-robin over the threads (default:
+    /// one per thread).
+    #[arg(long)]
+    pub account_shards: Option<usize>,
     /// Pin pipeline thread i to CPU core pin[i] (a list; missing cores are skipped).
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<usize>,
@@ -92,6 +96,7 @@ impl BenchArgs {
         };
         Topology {
             publish_on: self.publish_on.unwrap_or(threads - 1),
+            account_shards: self.account_shards.unwrap_or(threads),
             pin: self.pin.clone(),
             core_wait: wait,
             helper_wait: wait,
@@ -544,7 +549,7 @@ fn pipeline_run(
         "engine": "pipeline",
         "threads": topology.threads,
         "topology": {
-            "account_shards": topology.threads,
+            "account_shards": topology.account_shards,
             "publish_on": topology.publish_on,
             "pin": topology.pin,
             "core_wait": format!("{:?}", topology.core_wait),
