@@ -425,7 +425,7 @@ pub(crate) struct FanOut {
 impl FanOut {
     pub(crate) fn remargin(
         &mut self,
-        shards: &mut Vec<AccountShard>,
+        shards: &mut [AccountShard],
         ledger: &Arc<Ledger>,
         inst: &Instrument,
         tick: &Tick,
