@@ -358,7 +358,48 @@ fn check_alive(dead: &AtomicBool) {
 /// The core thread's event sink: straight to the publisher, or into the output ring.
 enum CoreSink {
     Inline(Box<Publisher>),
-    Ring { ring: Output, publisher: Thread, wake: bool, dead: Arc<AtomicBool> },
+    /// Slots are gathered per command and published as one batch: one release of the
+    /// ring's cursor per command instead of one per event.
+    Ring {
+        ring: Output,
+        pending: Vec<OutSlot>,
+        max_batch: usize,
+        publisher: Thread,
+        wake: bool,
+        dead: Arc<AtomicBool>,
+    },
+}
+
+/// Slots gathered before a batch publish; a command with more events flushes early.
+const GATHER_SLOTS: usize = 256;
+
+/// Publish `pending` into the ring in batches of at most `max_batch` (half the ring, so a
+/// batch always fits once the consumer catches up), waiting as
+/// `publish` does when the ring is full.
+fn flush(ring: &mut Output, pending: &mut Vec<OutSlot>, max_batch: usize, dead: &AtomicBool) {
+    let mut at = 0;
+    let mut tries = 0u32;
+    while at < pending.len() {
+        let n = (pending.len() - at).min(max_batch);
+        let batch = &pending[at..at + n];
+        let published = ring.try_batch_publish(n, |slots| {
+            for (slot, from) in slots.zip(batch) {
+                *slot = *from;
+            }
+        });
+        if published.is_ok() {
+            at += n;
+            continue;
+        }
+        check_alive(dead);
+        tries += 1;
+        if tries < 4 {
+            thread::yield_now();
+        } else {
+            thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+    pending.clear();
 }
 
 impl CoreSink {
@@ -370,11 +411,12 @@ impl CoreSink {
                 OutKind::CommandDone => p.command_done(entered),
                 OutKind::GroupEnd => p.group_end(),
             },
-            CoreSink::Ring { ring, dead, .. } => publish(ring, dead, |s: &mut OutSlot| {
-                s.kind = kind;
-                s.event = event;
-                s.entered = entered;
-            }),
+            CoreSink::Ring { ring, pending, max_batch, dead, .. } => {
+                pending.push(OutSlot { kind, event, entered });
+                if !matches!(kind, OutKind::Event) || pending.len() == GATHER_SLOTS {
+                    flush(ring, pending, *max_batch, dead);
+                }
+            }
         }
     }
 
@@ -660,6 +702,8 @@ impl Pipeline {
         let sink = match (output, publisher_thread) {
             (Some(ring), Some(publisher)) => CoreSink::Ring {
                 ring,
+                pending: Vec::with_capacity(GATHER_SLOTS),
+                max_batch: topology.ring_slots / 2,
                 publisher,
                 wake: topology.helper_wait == Wait::Block,
                 dead: Arc::clone(&dead),

@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// Pin pipeline thread i to CPU core pin[i] (a list; missing cores are skipped).
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<usize>,
+    /// Run the `--threads` list this many times, interleaved, and compare the topologies
+    /// by their median throughput (a shared, noisy machine drifts between runs).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
     /// Offered load for pipeline runs, commands per second (0: as fast as taken).
     #[arg(long, default_value_t = 0)]
     pub offered_rate: u64,
@@ -605,30 +609,40 @@ pub fn run(args: &BenchArgs) -> Report {
         "max_orders": workload.engine.max_orders,
         "generate_seconds": generate_seconds,
     });
-    let runs: Vec<RunReport> = args
-        .threads
-        .iter()
-        .map(|&threads| {
-            if threads == 1 {
+    let mut runs: Vec<RunReport> = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        for &threads in &args.threads {
+            runs.push(if threads == 1 {
                 serial_run(&config, &workload)
             } else {
                 pipeline_run(&config, &workload, &args.topology(threads), args.offered_rate)
-            }
-        })
-        .collect();
+            });
+        }
+    }
     let halted = runs.iter().any(|r| r.halted);
     let json = if let [only] = &runs[..] {
         let mut json = only.json.clone();
         json["workload"] = workload_json;
         json
     } else {
-        let first = runs[0].commands_per_s.max(1.0);
+        // Per entry of the --threads list: the median throughput over the rounds.
+        let k = args.threads.len();
+        let median = |i: usize| {
+            let mut v: Vec<f64> =
+                runs.iter().skip(i).step_by(k).map(|r| r.commands_per_s).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let medians: Vec<f64> = (0..k).map(median).collect();
+        let first = medians[0].max(1.0);
         json!({
             "workload": workload_json,
+            "rounds": args.rounds.max(1),
             "runs": runs.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
-            "throughput_vs_first": runs
+            "median_commands_per_s": medians,
+            "throughput_vs_first": medians
                 .iter()
-                .map(|r| (r.commands_per_s / first * 1000.0).round() / 1000.0)
+                .map(|m| (m / first * 1000.0).round() / 1000.0)
                 .collect::<Vec<_>>(),
             "event_hashes_equal": runs.iter().all(|r| r.event_hash == runs[0].event_hash),
             "state_hashes_equal": runs.iter().all(|r| r.state_hash == runs[0].state_hash),
