@@ -358,8 +358,8 @@ fn check_alive(dead: &AtomicBool) {
 /// The core thread's event sink: straight to the publisher, or into the output ring.
 enum CoreSink {
     Inline(Box<Publisher>),
-    /// Slots are gathered per command and published as one batch: one release of the
-    /// ring's cursor per command instead of one per event.
+    /// Slots are gathered per group and published as one batch (acks are released per
+    /// group anyway): one release of the ring's cursor per group instead of one per event.
     Ring {
         ring: Output,
         pending: Vec<OutSlot>,
@@ -370,8 +370,8 @@ enum CoreSink {
     },
 }
 
-/// Slots gathered before a batch publish; a command with more events flushes early.
-const GATHER_SLOTS: usize = 256;
+/// Slots gathered before a batch publish (112 KiB); a bigger group flushes early.
+const GATHER_SLOTS: usize = 1024;
 
 /// Publish `pending` into the ring in batches of at most `max_batch` (half the ring, so a
 /// batch always fits once the consumer catches up), waiting as
@@ -413,7 +413,7 @@ impl CoreSink {
             },
             CoreSink::Ring { ring, pending, max_batch, dead, .. } => {
                 pending.push(OutSlot { kind, event, entered });
-                if !matches!(kind, OutKind::Event) || pending.len() == GATHER_SLOTS {
+                if matches!(kind, OutKind::GroupEnd) || pending.len() == GATHER_SLOTS {
                     flush(ring, pending, *max_batch, dead);
                 }
             }
