@@ -82,7 +82,11 @@ impl AccountMarket {
             }
             // The opening share of the side's value, rounded up (margin rounds up).
             let v = self.value[s] * opening as i128;
-            let opening_value = (v + qty as i128 - 1) / qty as i128;
+            // In 64 bits when it fits (a hardware divide, not the i128 library call).
+            let opening_value = match u64::try_from(v) {
+                Ok(v) => (v.div_ceil(qty as u64)) as i128,
+                Err(_) => (v + qty as i128 - 1) / qty as i128,
+            };
             let opening_value = Money::try_from(opening_value).expect("order value fits i64");
             let margin =
                 inst.order_margin_at(opening_value, position.leverage, position.risk_steps);
