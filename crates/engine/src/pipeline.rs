@@ -6,15 +6,15 @@
 //!                           (disruptor)     sequencer: seq numbers,        (stage A: event
 //!                                           groups, fed-back liquidations  stream hash,
 //!                                           R + M: risk checks, matching   acks per group,
-//!                                           P (shard 0) + merge            latency)
-//!                                             │ ▲  tick fan-out (rtrb, one pair per shard)
+//!                                           P (its shards) + merge         latency)
+//!                                             │ ▲  tick fan-out (rtrb, a pair per helper)
 //!                                             ▼ │
-//!                                           helper threads: P, account shards 1..N−1
+//!                                           helper threads: P, the other account shards
 //! ```
 //!
 //! - **Stages and rings.** The ingress and output streams are `disruptor` rings: fixed
-//!   slots filled in place, one producer, one polling consumer. The tick fan-out uses one
-//!   `rtrb` queue pair per shard instead: a shard is *moved* to its thread and back (its
+//!   slots filled in place, one producer, one polling consumer. The tick fan-out uses an
+//!   `rtrb` queue pair per helper thread instead: a shard is *moved* to its thread and back (its
 //!   `Vec` headers, not its rows), and a disruptor consumer only ever sees `&E`, which
 //!   cannot carry ownership.
 //! - **The Amdahl split.** Matching and pre-trade risk stay on one thread, in sequence
@@ -34,7 +34,7 @@
 //!   lists are allocated at start; the ledger is shared with shard threads through an
 //!   `Arc` whose count only moves during a fan-out (an atomic, not a lock). The only
 //!   syscalls are futex wakes under the `Block` wait strategy, and only when the other
-//!   side actually sleeps.
+//!   side actually sleeps, and the sleeps of a producer whose ring is full (backpressure).
 //! - **Limits.** The rings have fixed sizes; a full ring makes its producer wait (the
 //!   gateway's admission queue, not the engine, sheds load).
 //!
