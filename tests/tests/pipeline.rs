@@ -98,6 +98,8 @@ fn cuts(n: usize, max: usize, mut seed: u64) -> Vec<usize> {
 
 fn topologies() -> Vec<Topology> {
     vec![
+        // One thread: the serial engine behind the ingress ring, publishing inline.
+        Topology::threads(1),
         // Two threads, publishing on the helper: the 2-core layout.
         Topology::threads(2),
         // Two threads dealing five account shards (the core re-margins three).
