@@ -229,7 +229,6 @@ impl Publisher {
 
     #[inline]
     fn command_done(&mut self, entered: u64) {
-        self.commands += 1;
         if self.clock.is_some() {
             if self.group.len() == self.group.capacity() {
                 self.release();
@@ -238,7 +237,9 @@ impl Publisher {
         }
     }
 
-    fn group_end(&mut self) {
+    /// A group's end, carrying how many commands of the input it held.
+    fn group_end(&mut self, commands: u64) {
+        self.commands += commands;
         self.groups += 1;
         self.release();
         self.progress.events.store(self.hash.count, Ordering::Relaxed);
@@ -292,8 +293,9 @@ enum OutKind {
     GroupEnd,
 }
 
-/// An output slot: an event, the end of one command (with its entry time), or a group's
-/// end (its audit passed or halted the engine; acks are released).
+/// An output slot: an event, the end of one command (with its entry time; only when
+/// latency is measured), or a group's end (its audit passed or halted the engine; acks are
+/// released; `entered` carries the group's command count).
 #[derive(Clone, Copy)]
 struct OutSlot {
     kind: OutKind,
@@ -409,7 +411,7 @@ impl CoreSink {
             CoreSink::Inline(p) => match kind {
                 OutKind::Event => p.event(event),
                 OutKind::CommandDone => p.command_done(entered),
-                OutKind::GroupEnd => p.group_end(),
+                OutKind::GroupEnd => p.group_end(entered),
             },
             CoreSink::Ring { ring, pending, max_batch, dead, .. } => {
                 pending.push(OutSlot { kind, event, entered });
@@ -849,6 +851,7 @@ fn run_core(
     let mut fed_back: Vec<Command> = Vec::with_capacity(config.accounts as usize + 1);
     let mut feeding = 0usize;
     let mut in_group = false;
+    let mut group_commands = 0u64;
     let mut audits_passed = true;
     loop {
         let mut batch = match input.poll() {
@@ -884,12 +887,17 @@ fn run_core(
                     if mark {
                         timed(&mut times.mark_ns, start);
                     }
-                    sink.put(OutKind::CommandDone, NO_EVENT, slot.entered);
+                    group_commands += 1;
+                    // Entry times travel only when latency is measured.
+                    if clock.is_some() {
+                        sink.put(OutKind::CommandDone, NO_EVENT, slot.entered);
+                    }
                 }
                 InKind::GroupEnd => {
                     if !in_group {
                         // An empty cut audits nothing.
                         sink.put(OutKind::GroupEnd, NO_EVENT, 0);
+                        sink.wake();
                         closed.fetch_add(1, Ordering::Release);
                         continue;
                     }
@@ -898,7 +906,8 @@ fn run_core(
                     audits_passed &= engine.end_group(last, &mut sink);
                     timed(&mut times.audit_ns, start);
                     engine.take_liquidations(&mut fed_back);
-                    sink.put(OutKind::GroupEnd, NO_EVENT, 0);
+                    sink.put(OutKind::GroupEnd, NO_EVENT, group_commands);
+                    group_commands = 0;
                     sink.wake();
                     closed.fetch_add(1, Ordering::Release);
                 }
@@ -952,7 +961,7 @@ fn run_helper(
                         match slot.kind {
                             OutKind::Event => p.event(slot.event),
                             OutKind::CommandDone => p.command_done(slot.entered),
-                            OutKind::GroupEnd => p.group_end(),
+                            OutKind::GroupEnd => p.group_end(slot.entered),
                         }
                         // Between events, a tick's shard must not wait behind a long batch.
                         server.poll();
