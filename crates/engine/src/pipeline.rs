@@ -66,18 +66,27 @@ pub enum Wait {
     Spin,
     /// `sched_yield` between polls: shares the core with other runnable threads.
     Yield,
-    /// Sleep until the producer wakes the thread (`park`/`unpark`). The producer's wake is
-    /// one atomic swap unless the thread is really asleep. The choice for tests, CI and any
-    /// machine with fewer cores than busy threads.
+    /// Sleep until the producer wakes the thread (`park`/`unpark`), after a short spin
+    /// (work that is microseconds away is not worth a sleep and a wake). The producer's wake
+    /// is one atomic swap unless the thread is really asleep. The choice for tests, CI and
+    /// any machine with fewer cores than busy threads.
     Block,
 }
 
+/// Polls a `Block` waiter spins before it yields, and yields before it parks.
+const SPIN_POLLS: u32 = 256;
+const YIELD_POLLS: u32 = 8;
+
 impl Wait {
+    /// Wait once; `idle` counts the empty polls since the last work (the caller resets it).
     #[inline]
-    fn idle(self) {
+    fn idle(self, idle: &mut u32) {
+        *idle = idle.saturating_add(1);
         match self {
             Wait::Spin => std::hint::spin_loop(),
             Wait::Yield => thread::yield_now(),
+            Wait::Block if *idle <= SPIN_POLLS => std::hint::spin_loop(),
+            Wait::Block if *idle <= SPIN_POLLS + YIELD_POLLS => thread::yield_now(),
             Wait::Block => thread::park(),
         }
     }
@@ -497,6 +506,7 @@ impl FanOut {
         for shard in shards.iter_mut().step_by(threads) {
             remargin_shard(shard, ledger, inst, tick);
         }
+        let mut idle = 0;
         for link in &mut self.links {
             while link.out > 0 {
                 match link.done.pop() {
@@ -506,7 +516,7 @@ impl FanOut {
                     }
                     Err(_) => {
                         check_alive(&self.dead);
-                        self.wait.idle();
+                        self.wait.idle(&mut idle);
                     }
                 }
             }
@@ -853,12 +863,16 @@ fn run_core(
     let mut in_group = false;
     let mut group_commands = 0u64;
     let mut audits_passed = true;
+    let mut idle = 0;
     loop {
         let mut batch = match input.poll() {
-            Ok(batch) => batch,
+            Ok(batch) => {
+                idle = 0;
+                batch
+            }
             Err(Polling::NoEvents) => {
                 check_alive(&dead);
-                topology.core_wait.idle();
+                topology.core_wait.idle(&mut idle);
                 continue;
             }
             Err(Polling::Shutdown) => break,
@@ -945,6 +959,7 @@ fn run_helper(
 ) -> Option<Published> {
     pin(topology, index);
     let mut output_done = publisher.is_none();
+    let mut idle = 0;
     loop {
         // A waiting core comes first: it is blocked until its shard is back.
         let mut busy = false;
@@ -975,7 +990,9 @@ fn run_helper(
             if stop.load(Ordering::Acquire) && output_done || dead.load(Ordering::Acquire) {
                 break;
             }
-            topology.helper_wait.idle();
+            topology.helper_wait.idle(&mut idle);
+        } else {
+            idle = 0;
         }
     }
     publisher.map(|(_, p)| p.finish())
