@@ -129,8 +129,8 @@ pub struct Engine {
     /// The remargin stage's account shards (see `remargin.rs`): per market, the accounts
     /// with an open position (the pass walks only these), and the accounts' cross sums.
     pub(crate) shards: Vec<AccountShard>,
-    /// Where a tick's shards are re-margined when the engine runs in a pipeline: shard 0
-    /// on the engine's thread, the others on theirs. `None`: all on this thread, in turn.
+    /// Where a tick's shards are re-margined when the engine runs in a pipeline: dealt over
+    /// the engine's thread and the helpers. `None`: all on this thread, in turn.
     pub(crate) fan_out: Option<crate::pipeline::FanOut>,
     /// Liquidations found by remargin, to be fed back as `Command::Liquidate` in the next
     /// group; a flag per (account, market) keeps each queued once.
@@ -160,9 +160,9 @@ impl Engine {
         Engine::with_shards(config, 1)
     }
 
-    /// An engine whose remargin state is split into `shards` account shards (account `a`
-    /// in shard `a % shards`). The events and the state hash do not depend on `shards`;
-    /// the pipeline re-margins the shards of a tick in parallel.
+    /// An engine whose remargin state is split into `shards` account shards (ranges of
+    /// consecutive accounts, see `remargin::shard_of`). The events and the state hash do
+    /// not depend on `shards`; the pipeline re-margins the shards of a tick in parallel.
     pub fn with_shards(config: &EngineConfig, shards: u32) -> Engine {
         config.validate().expect("invalid engine config");
         assert!(shards >= 1, "at least one account shard");
@@ -324,8 +324,7 @@ impl Engine {
         let cross = account == self.liquidator;
         let floor =
             crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
-        let (s, _) = crate::remargin::shard_of(account.0, self.shards[0].local as u32);
-        self.shards[s].open[market.0 as usize].sync(account, &pos, floor);
+        crate::remargin::sync(&mut self.shards, market, account, &pos, floor);
         self.refresh_cross(account, inst.settle);
     }
 
@@ -1594,8 +1593,7 @@ impl Settlement<'_> {
             let cross = account == self.liquidator;
             let floor =
                 crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
-            let (s, _) = crate::remargin::shard_of(account.0, self.shards[0].local as u32);
-            self.shards[s].open[self.market.0 as usize].sync(account, &pos, floor);
+            crate::remargin::sync(self.shards, self.market, account, &pos, floor);
             self.filled.push(account);
         }
         self.ledger.post_trade_cost(currency, value, -value);

@@ -331,13 +331,18 @@ type OutputPoller = EventPoller<OutSlot, SingleProducerBarrier>;
 fn publish<E, P: Producer<E>>(producer: &mut P, dead: &AtomicBool, fill: impl Fn(&mut E)) {
     let mut tries = 0u32;
     while producer.try_publish(&fill).is_err() {
-        check_alive(dead);
-        tries += 1;
-        if tries < 4 {
-            thread::yield_now();
-        } else {
-            thread::sleep(std::time::Duration::from_micros(50));
-        }
+        wait_for_room(&mut tries, dead);
+    }
+}
+
+/// One wait of a producer whose ring is full (see `publish`).
+fn wait_for_room(tries: &mut u32, dead: &AtomicBool) {
+    check_alive(dead);
+    *tries += 1;
+    if *tries < 4 {
+        thread::yield_now();
+    } else {
+        thread::sleep(std::time::Duration::from_micros(50));
     }
 }
 
@@ -400,14 +405,8 @@ fn flush(ring: &mut Output, pending: &mut Vec<OutSlot>, max_batch: usize, dead: 
         });
         if published.is_ok() {
             at += n;
-            continue;
-        }
-        check_alive(dead);
-        tries += 1;
-        if tries < 4 {
-            thread::yield_now();
         } else {
-            thread::sleep(std::time::Duration::from_micros(50));
+            wait_for_room(&mut tries, dead);
         }
     }
     pending.clear();

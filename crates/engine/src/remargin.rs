@@ -131,6 +131,19 @@ pub(crate) fn shard_of(account: u32, per_shard: u32) -> (usize, usize) {
     ((account / per_shard) as usize, (account % per_shard) as usize)
 }
 
+/// Make the packed copy of the account's position in `market` true again, in its shard.
+#[inline]
+pub(crate) fn sync(
+    shards: &mut [AccountShard],
+    market: amdahl_types::MarketId,
+    account: AccountId,
+    pos: &Position,
+    floor: i64,
+) {
+    let (s, _) = shard_of(account.0, shards[0].local as u32);
+    shards[s].open[market.0 as usize].sync(account, pos, floor);
+}
+
 /// One account shard of the remargin stage (DESIGN.md §1, stage P): account `a` belongs
 /// to shard `a / per_shard`, at local index `a % per_shard` (see `shard_of`). A shard owns
 /// everything a mark tick writes for its accounts — their packed positions in every market
