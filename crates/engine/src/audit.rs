@@ -54,156 +54,218 @@ pub struct HaltEvidence {
 }
 
 impl Engine {
-    /// Recompute every sum from scratch and check every invariant of DESIGN.md §4:
-    /// the ledger identity per currency (with Σ cost re-summed over every position),
-    /// Σ position quantity per market = 0, each account's order-margin aggregates equal
-    /// to its open orders, no wallet negative, and no book crossed.
+    /// Recompute every sum from scratch and check every invariant of DESIGN.md §4, all at
+    /// one instant: every account's caches (`audit_accounts`), every order's links
+    /// (`audit_orders`), the whole-system sums (`audit_totals`), and that the order lists
+    /// reach exactly the live orders.
     // Cold path: the evidence travels by value, no allocation when the books are broken.
     #[allow(clippy::result_large_err)]
     pub fn audit_full(&self) -> Result<(), AuditError> {
+        let reached = self.audit_accounts(0..self.account_rows())?;
+        if reached != self.orders.len() {
+            return Err(AuditError::OrderHold { account: u32::MAX, market: MarketId(u16::MAX) });
+        }
+        self.audit_orders(0..self.orders.capacity())?;
+        self.audit_totals()
+    }
+
+    /// One group's share of the rolling recomputation: `full_audit_every` groups cover
+    /// every account and every order slot once, a slice per group, and the group that
+    /// completes the cycle recounts the whole-system sums. Each slice is exact at its
+    /// instant; spreading them keeps any one group's audit to microseconds, where the
+    /// whole recomputation at once stops the engine for tens of milliseconds.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn audit_slice(&mut self) -> Result<(), AuditError> {
+        let every = self.full_audit_every.max(1);
+        let share = |total: u32| total.div_ceil(u32::try_from(every).unwrap_or(u32::MAX)).max(1);
+        let (accounts, slots) = (self.account_rows(), self.orders.capacity());
+        let a0 = self.audit_cursor.min(accounts);
+        let a1 = a0.saturating_add(share(accounts)).min(accounts);
+        let o0 = self.order_cursor.min(slots);
+        let o1 = o0.saturating_add(share(slots)).min(slots);
+        self.audit_cursor = if a1 == accounts { 0 } else { a1 };
+        self.order_cursor = if o1 == slots { 0 } else { o1 };
+        self.audit_accounts(a0..a1)?;
+        self.audit_orders(o0..o1)?;
+        if a1 == accounts { self.audit_totals() } else { Ok(()) }
+    }
+
+    /// Account rows: every user account and the liquidation engine's.
+    fn account_rows(&self) -> u32 {
+        (self.positions.len() / self.markets.len()) as u32
+    }
+
+    /// The caches of each account in `range`, against what they cache: per position, its
+    /// margins and its packed remargin row (and no row when flat); per currency, its cross
+    /// sum; per market, its order-margin aggregates against its own order list, every
+    /// order on which must be its own. Returns how many listed orders it reached.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn audit_accounts(&self, range: core::ops::Range<u32>) -> Result<usize, AuditError> {
         let n = self.markets.len();
-        // Per market: Σ cost, Σ qty and the open-position count, in one row-major pass into
-        // stack arrays (the audit must not allocate); past `STACK_MARKETS` markets, a
-        // strided walk per market instead.
-        const STACK_MARKETS: usize = 64;
-        let (mut cost_of, mut net_of, mut open_of) =
-            ([0i128; STACK_MARKETS], [0i64; STACK_MARKETS], [0usize; STACK_MARKETS]);
-        if n <= STACK_MARKETS {
-            for row in self.positions.chunks_exact(n) {
-                for (m, p) in row.iter().enumerate() {
-                    cost_of[m] += p.cost as i128;
-                    net_of[m] += p.qty;
-                    open_of[m] += (p.qty != 0) as usize;
-                }
-            }
-        }
-        let column = |m: usize| self.positions.iter().skip(m).step_by(n);
-        let market_cost = |m: usize| {
-            if n <= STACK_MARKETS { cost_of[m] } else { column(m).map(|p| p.cost as i128).sum() }
-        };
-        let net_qty =
-            |m: usize| if n <= STACK_MARKETS { net_of[m] } else { column(m).map(|p| p.qty).sum() };
-        let open_count = |m: usize| {
-            if n <= STACK_MARKETS { open_of[m] } else { column(m).filter(|p| p.qty != 0).count() }
-        };
-        let mut cost = [0i128; Currency::COUNT];
-        for (m, market) in self.markets.iter().enumerate() {
-            cost[market.inst.settle.index()] += market_cost(m);
-        }
-        self.ledger.audit_full(cost).map_err(AuditError::Ledger)?;
-        // The caches the hot paths read must equal what they cache: margins per position,
-        // and each market's packed remargin copy.
-        for (i, p) in self.positions.iter().enumerate() {
-            let (a, m) = ((i / n) as u32, i % n);
-            let market = MarketId(m as u16);
-            let inst = &self.markets[m].inst;
-            let stale = || AuditError::PositionCache { account: a, market };
-            if self.margin_cache[i] != crate::remargin::MarginCache::of(p, inst) {
-                return Err(stale());
-            }
-            let (s, _) = crate::remargin::shard_of(a, self.shards[0].local as u32);
-            let open = &self.shards[s].open[m];
-            let at = open.at(amdahl_types::AccountId(a));
-            if p.qty == 0 {
-                if at != crate::orders::NIL {
+        let mut reached = 0usize;
+        for a in range {
+            let account = amdahl_types::AccountId(a);
+            for (m, mk) in self.markets.iter().enumerate() {
+                let i = a as usize * n + m;
+                let p = &self.positions[i];
+                let market = MarketId(m as u16);
+                let stale = || AuditError::PositionCache { account: a, market };
+                if self.margin_cache[i] != crate::remargin::MarginCache::of(p, &mk.inst) {
                     return Err(stale());
                 }
-                continue;
+                let (s, _) = crate::remargin::shard_of(a, self.shards[0].local as u32);
+                let open = &self.shards[s].open[m];
+                let at = open.at(account);
+                if p.qty == 0 {
+                    if at != crate::orders::NIL {
+                        return Err(stale());
+                    }
+                } else {
+                    let k = at as usize;
+                    let cross = account == self.liquidator;
+                    let floor = crate::remargin::floor(
+                        p,
+                        &self.margin_cache[i],
+                        self.extra_margin[i],
+                        cross,
+                    );
+                    if at == crate::orders::NIL
+                        || open.accounts[k] != a
+                        || open.qty[k] != p.qty
+                        || open.cost[k] != p.cost
+                        || open.floor[k] != floor
+                    {
+                        return Err(stale());
+                    }
+                }
+                reached += self.audit_order_list(account, market)?;
             }
-            let k = at as usize;
-            let cross = amdahl_types::AccountId(a) == self.liquidator;
-            let floor =
-                crate::remargin::floor(p, &self.margin_cache[i], self.extra_margin[i], cross);
-            if at == crate::orders::NIL
-                || open.accounts[k] != a
-                || open.qty[k] != p.qty
-                || open.cost[k] != p.cost
-                || open.floor[k] != floor
-            {
-                return Err(stale());
-            }
-        }
-        for a in 0..self.positions.len() / n {
-            if a == self.liquidator.0 as usize {
+            if account == self.liquidator {
                 continue;
             }
             for currency in Currency::ALL {
                 let (mut base, mut iso) = (0i128, 0u32);
                 for (k, mk) in self.markets.iter().enumerate() {
-                    let p = &self.positions[a * n + k];
+                    let p = &self.positions[a as usize * n + k];
                     if mk.inst.settle != currency || p.qty == 0 {
                         continue;
                     }
                     if p.leverage == amdahl_types::Leverage::CROSS {
                         let mv = mk.mark_value(p.qty);
-                        base += (mv - p.cost - self.margin_cache[a * n + k].maint) as i128;
+                        base += (mv - p.cost - self.margin_cache[a as usize * n + k].maint) as i128;
                     } else {
                         iso += 1;
                     }
                 }
-                let (s, c) = self.cross_slot(amdahl_types::AccountId(a as u32), currency);
+                let (s, c) = self.cross_slot(account, currency);
                 let have = self.shards[s].cross[c];
                 if have.base as i128 != base || have.iso != iso {
                     let market = MarketId(u16::MAX);
-                    return Err(AuditError::PositionCache { account: a as u32, market });
+                    return Err(AuditError::PositionCache { account: a, market });
                 }
             }
         }
-        let open_len = |m: usize| self.shards.iter().map(|s| s.open[m].len()).sum::<usize>();
-        // The count that picks a shard's pass (pure scan, or fused with the cross sums).
-        let cross_rows_stale = |o: &crate::remargin::OpenPositions| {
-            let ac = o.floor.iter().filter(|&&f| f == crate::remargin::ACCOUNT_CHECK).count();
-            ac != o.cross_rows as usize
-        };
-        if let Some(m) = (0..n).find(|&m| {
-            open_len(m) != open_count(m) || self.shards.iter().any(|s| cross_rows_stale(&s.open[m]))
-        }) {
-            let market = MarketId(m as u16);
-            return Err(AuditError::PositionCache { account: u32::MAX, market });
-        }
-        for m in 0..n {
-            let q = net_qty(m);
-            if q != 0 {
-                return Err(AuditError::OpenInterest { market: MarketId(m as u16), net_qty: q });
+        Ok(reached)
+    }
+
+    /// One (account, market) row's order-margin aggregates against its order list, whose
+    /// every order must be live and its own. The walk stops one past the count the row
+    /// claims, so a list broken into a cycle is a finding, not a hang.
+    #[allow(clippy::result_large_err)]
+    fn audit_order_list(
+        &self,
+        account: amdahl_types::AccountId,
+        market: MarketId,
+    ) -> Result<usize, AuditError> {
+        let have = &self.accounts[self.pm(account, market)];
+        let broken = || AuditError::OrderHold { account: account.0, market };
+        let mut want = AccountMarket::default();
+        let mut s = have.head;
+        while s != crate::orders::NIL {
+            if want.open_orders > have.open_orders || !self.orders.is_live(s) {
+                return Err(broken());
             }
-        }
-        // Each (account, market) row's aggregates against its own order list: no scratch
-        // memory, O(rows + orders); every live order must be on exactly one list.
-        let mut reached = 0usize;
-        for (i, have) in self.accounts.iter().enumerate() {
-            let mut want = AccountMarket::default();
-            let mut s = have.head;
-            while s != crate::orders::NIL {
-                let r = self.orders.get(s);
-                reached += 1;
-                want.open_orders += 1;
-                if r.is_reduce_only() {
-                    want.reduce_only += 1;
+            let r = self.orders.get(s);
+            if r.account != account || r.market != market {
+                return Err(broken());
+            }
+            want.open_orders += 1;
+            if r.is_reduce_only() {
+                want.reduce_only += 1;
+            }
+            match r.working {
+                Working::Untriggered => want.stop_orders += 1,
+                Working::Resting(_) if !r.is_reduce_only() => {
+                    let inst = &self.markets[r.market.0 as usize].inst;
+                    let v = inst.value(r.leaves, r.price.expect("resting")).abs();
+                    want.add(r.side, r.leaves.0, v);
                 }
-                match r.working {
-                    Working::Untriggered => want.stop_orders += 1,
-                    Working::Resting(_) if !r.is_reduce_only() => {
-                        let inst = &self.markets[r.market.0 as usize].inst;
-                        let v = inst.value(r.leaves, r.price.expect("resting")).abs();
-                        want.add(r.side, r.leaves.0, v);
-                    }
-                    _ => {}
+                _ => {}
+            }
+            s = self.orders.next_in_list(s);
+        }
+        let same = want.qty == have.qty
+            && want.value == have.value
+            && want.open_orders == have.open_orders
+            && want.stop_orders == have.stop_orders
+            && want.reduce_only == have.reduce_only;
+        if !same {
+            return Err(broken());
+        }
+        Ok(want.open_orders as usize)
+    }
+
+    /// Every live order in the slot `range` is linked into its own (account, market) list:
+    /// its neighbours point back at it, and an order with no predecessor is its list's
+    /// head. With `audit_order_list` (each list holds only its own orders), no live order
+    /// is lost from the lists that margin it.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn audit_orders(&self, range: core::ops::Range<u32>) -> Result<(), AuditError> {
+        for slot in range {
+            if !self.orders.is_live(slot) {
+                continue;
+            }
+            let r = self.orders.get(slot);
+            let (prev, next) = (self.orders.prev_in_list(slot), self.orders.next_in_list(slot));
+            let linked = if prev == crate::orders::NIL {
+                self.accounts[self.pm(r.account, r.market)].head == slot
+            } else {
+                self.orders.is_live(prev) && self.orders.next_in_list(prev) == slot
+            } && (next == crate::orders::NIL
+                || (self.orders.is_live(next) && self.orders.prev_in_list(next) == slot));
+            if !linked {
+                return Err(AuditError::OrderHold { account: r.account.0, market: r.market });
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole-system sums, recounted from the packed position rows (which
+    /// `audit_accounts` holds equal to the positions): the ledger identity per currency
+    /// with Σ cost re-summed, Σ quantity = 0 per market, each shard's count of cross rows,
+    /// and no book crossed.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn audit_totals(&self) -> Result<(), AuditError> {
+        let mut cost = [0i128; Currency::COUNT];
+        for (m, market) in self.markets.iter().enumerate() {
+            let (mut net, mut market_cost) = (0i64, 0i128);
+            for shard in &self.shards {
+                let open = &shard.open[m];
+                net += open.qty.iter().sum::<i64>();
+                market_cost += open.cost.iter().map(|&c| c as i128).sum::<i128>();
+                let cross =
+                    open.floor.iter().filter(|&&f| f == crate::remargin::ACCOUNT_CHECK).count();
+                if cross != open.cross_rows as usize {
+                    let market = MarketId(m as u16);
+                    return Err(AuditError::PositionCache { account: u32::MAX, market });
                 }
-                s = self.orders.next_in_list(s);
             }
-            let same = want.qty == have.qty
-                && want.value == have.value
-                && want.open_orders == have.open_orders
-                && want.stop_orders == have.stop_orders
-                && want.reduce_only == have.reduce_only;
-            if !same {
-                let market = MarketId((i % n) as u16);
-                return Err(AuditError::OrderHold { account: (i / n) as u32, market });
+            if net != 0 {
+                return Err(AuditError::OpenInterest { market: MarketId(m as u16), net_qty: net });
             }
+            cost[market.inst.settle.index()] += market_cost;
         }
-        if reached != self.orders.len() {
-            return Err(AuditError::OrderHold { account: u32::MAX, market: MarketId(u16::MAX) });
-        }
+        self.ledger.audit_full(cost).map_err(AuditError::Ledger)?;
         for (m, book) in self.books.iter().enumerate() {
             if let (Some(b), Some(a)) = (book.best_bid(), book.best_ask())
                 && b >= a

@@ -85,8 +85,9 @@ pub struct EngineConfig {
     pub max_open_orders: u32,
     /// BitMEX: 10 untriggered stop orders per account per market.
     pub max_stop_orders: u32,
-    /// Run the full recomputation audit every this many groups (it also runs on every
-    /// mark tick). 0 disables the periodic run.
+    /// The full recomputation audit is rolled over this many groups: each group checks a
+    /// slice of the accounts and order slots, and the last of the cycle recounts the
+    /// whole-system sums (every mark tick also recounts its market). 0 disables it.
     pub full_audit_every: u64,
     /// The insurance fund's opening balance per currency (enters as a deposit).
     pub insurance_fund: [Money; Currency::COUNT],

@@ -10,9 +10,10 @@
 //!   lists or ordered sets.
 //! - A refused command emits exactly one `Rejected` event and changes no state (the state
 //!   hash is unchanged).
-//! - After every group the ledger's incremental audit runs; on every mark tick and every
-//!   `full_audit_every` groups the full recomputation runs too. A failed audit halts the
-//!   engine: every later write is rejected with `EngineHalted`; balances are never patched.
+//! - After every group the ledger's incremental audit runs, and a slice of the full
+//!   recomputation: every `full_audit_every` groups it has covered everything; every mark
+//!   tick recounts its market. A failed audit halts the engine: every later write is
+//!   rejected with `EngineHalted`; balances are never patched.
 //! - Capacities (accounts, orders, book levels) are fixed in `EngineConfig`; the steady
 //!   state allocates nothing (`tests/tests/allocations.rs` counts).
 #![forbid(unsafe_code)]

@@ -133,6 +133,15 @@ impl Orders {
         self.by_id.len()
     }
 
+    /// Slots, live or free.
+    pub fn capacity(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    pub fn is_live(&self, slot: u32) -> bool {
+        self.live.get(slot as usize).copied().unwrap_or(false)
+    }
+
     pub fn insert(&mut self, record: OrderRecord) -> Option<u32> {
         let slot = self.free.pop()?;
         self.slots[slot as usize] = record;

@@ -596,6 +596,57 @@ fn failed_audit_halts_and_refuses_writes() {
     assert_eq!(rejected(&ev), Some(RejectReason::EngineHalted));
 }
 
+/// The whole-system recomputation is spread over `full_audit_every` groups (a slice of
+/// accounts and order slots per group; the group that completes the cycle recounts the
+/// sums), so any corruption is found within one cycle, and by the slice that holds it.
+#[test]
+fn rolling_audit_finds_corruption_within_one_cycle() {
+    const EVERY: u64 = 4;
+    for corrupt in ["wallet", "cache"] {
+        // 8 user accounts + the liquidation engine's = 9 rows: 3 per group, 3 groups a cycle.
+        let mut cfg = EngineConfig::reference(8);
+        cfg.full_audit_every = EVERY;
+        let mut h = Harness::new(&cfg);
+        h.deposit(0, XBT, ONE_XBT);
+        h.mark(0, px(10000.0));
+        match corrupt {
+            "wallet" => h.engine.corrupt_for_test(AccountId(0), XBT, 1),
+            _ => h.engine.corrupt_margin_cache_for_test(AccountId(7), MarketId(1)),
+        }
+        let mut groups = 0;
+        while !h.engine.is_halted() {
+            groups += 1;
+            assert!(groups <= EVERY, "{corrupt}: not found within a cycle");
+            h.mark(0, px(10000.0));
+        }
+        let evidence = h.engine.halt_evidence().expect("evidence is kept");
+        match corrupt {
+            "wallet" => {
+                assert!(matches!(evidence.error, amdahl_engine::AuditError::Ledger(_)))
+            }
+            _ => assert_eq!(
+                evidence.error,
+                amdahl_engine::AuditError::PositionCache { account: 7, market: MarketId(1) }
+            ),
+        }
+        // The same corruption with the rolling audit off is never found by the per-group
+        // ledger audit (it checks the running totals, not the wallets one by one).
+        let mut cfg = EngineConfig::reference(8);
+        cfg.full_audit_every = 0;
+        let mut h = Harness::new(&cfg);
+        h.deposit(0, XBT, ONE_XBT);
+        match corrupt {
+            "wallet" => h.engine.corrupt_for_test(AccountId(0), XBT, 1),
+            _ => h.engine.corrupt_margin_cache_for_test(AccountId(7), MarketId(1)),
+        }
+        for _ in 0..2 * EVERY {
+            h.mark(0, px(10000.0));
+        }
+        assert!(!h.engine.is_halted(), "{corrupt}");
+        assert!(h.engine.audit_full().is_err(), "{corrupt}: the whole audit at once finds it");
+    }
+}
+
 #[test]
 fn risk_limit_steps_raise_margins_and_cap_exposure() {
     // XBTUSD: base risk limit 200 XBT (20,000,000,000 XBt), step 100 XBT; each step adds the

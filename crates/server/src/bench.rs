@@ -52,8 +52,9 @@ pub struct BenchArgs {
     /// Commands per group (the engine audits after each group).
     #[arg(long, default_value_t = 64)]
     pub group_size: u32,
-    /// The engine's whole-system recomputation, every this many groups (0: never; every
-    /// mark tick recounts its own market and every group runs the ledger audit).
+    /// The engine's whole-system recomputation, rolled over this many groups (a slice of
+    /// the accounts and order slots per group; 0: never; every mark tick recounts its own
+    /// market and every group runs the ledger audit).
     #[arg(long, default_value_t = 4096)]
     pub full_audit_every: u64,
     /// Engine threads per run: 1 is the serial engine; N ≥ 2 a pipeline (core thread plus

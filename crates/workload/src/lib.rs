@@ -113,8 +113,9 @@ pub struct WorkloadConfig {
     pub positions: u64,
     /// Commands per group (the engine audits after each group).
     pub group_size: u32,
-    /// The engine's whole-system recomputation, every this many groups (0: never; every
-    /// mark tick recounts its own market and every group runs the ledger audit).
+    /// The engine's whole-system recomputation, rolled over this many groups (a slice of
+    /// the accounts and order slots per group; 0: never; every mark tick recounts its own
+    /// market and every group runs the ledger audit).
     pub full_audit_every: u64,
 }
 
