@@ -60,7 +60,7 @@ fn engine(c: &mut Criterion) {
     bench_case(c, "mix", base.clone());
     // Matching and settlement alone: no periodic full audit (and no mark ticks, which
     // would each force one), only the incremental audit after every group.
-    bench_case(c, "mix_no_full_audit", WorkloadConfig { full_audit_every: 0, ..base });
+    bench_case(c, "mix_no_full_audit", WorkloadConfig { audit_cycle: 0, ..base });
 }
 
 criterion_group!(benches, engine);

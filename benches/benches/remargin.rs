@@ -88,7 +88,7 @@ impl Ticker {
             max_orders: 1 << 10,
             max_open_orders: 200,
             max_stop_orders: 10,
-            full_audit_every: 0,
+            audit_cycle: 0,
             insurance_fund: [0; Currency::COUNT],
         };
         let mut t = Ticker {

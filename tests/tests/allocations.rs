@@ -26,7 +26,7 @@ fn workload() -> Generated {
         mark_step_ticks: 10,
         positions: 4_000,
         group_size: 64,
-        full_audit_every: 64,
+        audit_cycle: 64,
     })
 }
 

@@ -135,7 +135,7 @@ fn check(seed: u64, markets: u16, accounts: u32, commands: u64, mark_every: u64,
         // Standing open interest in every market, so ticks have positions to re-margin.
         positions: (accounts as u64 / 2) & !1,
         group_size: 64,
-        full_audit_every: 16,
+        audit_cycle: 16,
     };
     let g = generate(&config);
     let n = g.setup.len() + g.commands.len();
@@ -169,7 +169,7 @@ fn serial_driver_matches_apply_grouped() {
         mark_step_ticks: 40,
         positions: 0,
         group_size: 64,
-        full_audit_every: 16,
+        audit_cycle: 16,
     };
     let g = generate(&config);
     let mut engine = Engine::new(&g.engine);
@@ -201,7 +201,7 @@ fn a_dead_shard_thread_is_a_panic_not_a_hang() {
         mark_step_ticks: 3,
         positions: 200,
         group_size: 64,
-        full_audit_every: 16,
+        audit_cycle: 16,
     };
     let g = generate(&config);
     for publish_on in [0, 1] {

@@ -69,25 +69,32 @@ impl Engine {
         self.audit_totals()
     }
 
-    /// One group's share of the rolling recomputation: `full_audit_every` groups cover
-    /// every account and every order slot once, a slice per group, and the group that
-    /// completes the cycle recounts the whole-system sums. Each slice is exact at its
-    /// instant; spreading them keeps any one group's audit to microseconds, where the
-    /// whole recomputation at once stops the engine for tens of milliseconds.
+    /// One group's share of the rolling recomputation: every `audit_cycle` commands it
+    /// covers every account and every order slot once, each group the share its commands
+    /// earned (counted in commands, not groups, so short groups under light load do not
+    /// multiply the work), and the group that completes the cycle recounts the
+    /// whole-system sums. Each slice is exact at its instant; spreading them keeps any one
+    /// group's audit to microseconds, where the whole recomputation at once stops the
+    /// engine for tens of milliseconds.
     #[allow(clippy::result_large_err)]
     pub(crate) fn audit_slice(&mut self) -> Result<(), AuditError> {
-        let every = self.full_audit_every.max(1);
-        let share = |total: u32| total.div_ceil(u32::try_from(every).unwrap_or(u32::MAX)).max(1);
+        let cycle = self.audit_cycle.max(1);
+        let done = self.audited_commands.min(cycle);
+        // How far into `total` the cycle should be after `done` of its `cycle` commands.
+        let due = |total: u32| (total as u128 * done as u128).div_ceil(cycle as u128) as u32;
         let (accounts, slots) = (self.account_rows(), self.orders.capacity());
-        let a0 = self.audit_cursor.min(accounts);
-        let a1 = a0.saturating_add(share(accounts)).min(accounts);
-        let o0 = self.order_cursor.min(slots);
-        let o1 = o0.saturating_add(share(slots)).min(slots);
-        self.audit_cursor = if a1 == accounts { 0 } else { a1 };
-        self.order_cursor = if o1 == slots { 0 } else { o1 };
+        let (a0, o0) = (self.audit_cursor, self.order_cursor);
+        let (a1, o1) = (due(accounts).max(a0), due(slots).max(o0));
+        let complete = done == cycle;
+        if complete {
+            self.audited_commands = 0;
+            (self.audit_cursor, self.order_cursor) = (0, 0);
+        } else {
+            (self.audit_cursor, self.order_cursor) = (a1, o1);
+        }
         self.audit_accounts(a0..a1)?;
         self.audit_orders(o0..o1)?;
-        if a1 == accounts { self.audit_totals() } else { Ok(()) }
+        if complete { self.audit_totals() } else { Ok(()) }
     }
 
     /// Account rows: every user account and the liquidation engine's.

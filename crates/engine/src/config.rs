@@ -85,10 +85,11 @@ pub struct EngineConfig {
     pub max_open_orders: u32,
     /// BitMEX: 10 untriggered stop orders per account per market.
     pub max_stop_orders: u32,
-    /// The full recomputation audit is rolled over this many groups: each group checks a
-    /// slice of the accounts and order slots, and the last of the cycle recounts the
-    /// whole-system sums (every mark tick also recounts its market). 0 disables it.
-    pub full_audit_every: u64,
+    /// The full recomputation audit is rolled over this many commands: each group checks
+    /// the slice of the accounts and order slots its commands earned, and the group that
+    /// completes the cycle recounts the whole-system sums (every mark tick also recounts
+    /// its market). 0 disables it.
+    pub audit_cycle: u64,
     /// The insurance fund's opening balance per currency (enters as a deposit).
     pub insurance_fund: [Money; Currency::COUNT],
 }
@@ -126,7 +127,7 @@ impl EngineConfig {
             max_orders: 1 << 18,
             max_open_orders: 200,
             max_stop_orders: 10,
-            full_audit_every: 64,
+            audit_cycle: 64,
             insurance_fund: [0; Currency::COUNT],
         }
     }

@@ -117,9 +117,11 @@ pub struct Engine {
     pub(crate) full_audit_due: bool,
     pub(crate) max_open_orders: u32,
     pub(crate) max_stop_orders: u32,
-    pub(crate) full_audit_every: u64,
-    /// Where the rolling recomputation (`audit_slice`) goes on: the next account, and the
-    /// next order slot.
+    /// Commands per cycle of the rolling recomputation (`audit_slice`; 0: off), the
+    /// commands applied so far in this cycle, and where it goes on: the next account, and
+    /// the next order slot.
+    pub(crate) audit_cycle: u64,
+    pub(crate) audited_commands: u64,
     pub(crate) audit_cursor: u32,
     pub(crate) order_cursor: u32,
     /// Accounts whose position changed during one match and hold ReduceOnly orders.
@@ -217,7 +219,8 @@ impl Engine {
             full_audit_due: false,
             max_open_orders: config.max_open_orders,
             max_stop_orders: config.max_stop_orders,
-            full_audit_every: config.full_audit_every,
+            audit_cycle: config.audit_cycle,
+            audited_commands: 0,
             audit_cursor: 0,
             order_cursor: 0,
             touched: Vec::with_capacity(1 << 16),
@@ -385,6 +388,7 @@ impl Engine {
     /// Apply one sequenced command, emitting its events.
     pub fn apply<S: EventSink>(&mut self, cmd: &Sequenced, sink: &mut S) {
         let seq = cmd.seq;
+        self.audited_commands += 1;
         if let Some(account) = cmd.command.account()
             && self.halt.is_some()
         {
@@ -449,7 +453,7 @@ impl Engine {
             self.audit_full()
         } else {
             let ledger = self.ledger.audit().map_err(crate::audit::AuditError::Ledger);
-            if ledger.is_ok() && self.full_audit_every != 0 { self.audit_slice() } else { ledger }
+            if ledger.is_ok() && self.audit_cycle != 0 { self.audit_slice() } else { ledger }
         };
         match result {
             Ok(()) => true,

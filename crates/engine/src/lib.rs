@@ -11,7 +11,7 @@
 //! - A refused command emits exactly one `Rejected` event and changes no state (the state
 //!   hash is unchanged).
 //! - After every group the ledger's incremental audit runs, and a slice of the full
-//!   recomputation: every `full_audit_every` groups it has covered everything; every mark
+//!   recomputation: every `audit_cycle` commands it has covered everything; every mark
 //!   tick recounts its market. A failed audit halts the engine: every later write is
 //!   rejected with `EngineHalted`; balances are never patched.
 //! - Capacities (accounts, orders, book levels) are fixed in `EngineConfig`; the steady

@@ -87,7 +87,7 @@ impl Engine {
         }
         // Merge (stage A's share of a tick): the partial sums recount the market's quantity
         // and cost against the running sums (DESIGN.md §4 — the whole-system recomputation
-        // is rolled over `full_audit_every` groups), then the candidates are queued. Queueing
+        // is rolled over `audit_cycle` commands), then the candidates are queued. Queueing
         // is a set (`take_liquidations` sorts), so shard order does not matter.
         let (mut net, mut recount) = (0i64, 0i64);
         for shard in &self.shards {

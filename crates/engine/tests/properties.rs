@@ -289,7 +289,7 @@ fn config() -> EngineConfig {
     let mut c = EngineConfig::reference(ACCOUNTS);
     c.insurance_fund = [1_000 * ONE_XBT, 10_000_000 * ONE_USDT];
     // Full audits often, to catch aggregates drifting between mark ticks.
-    c.full_audit_every = 8;
+    c.audit_cycle = 8;
     // Small capacities: building an engine is most of a short case's cost otherwise.
     c.max_orders = 4_096;
     for m in &mut c.markets {

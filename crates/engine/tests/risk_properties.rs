@@ -147,7 +147,7 @@ fn fund_amounts(kind: u8) -> [i64; Currency::COUNT] {
 fn config(fund: u8) -> EngineConfig {
     let mut c = EngineConfig::reference(ACCOUNTS);
     c.insurance_fund = fund_amounts(fund);
-    c.full_audit_every = 4;
+    c.audit_cycle = 4;
     c.max_orders = 4_096;
     for m in &mut c.markets {
         m.max_resting = 4_096;

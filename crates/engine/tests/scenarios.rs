@@ -576,10 +576,10 @@ fn too_many_open_orders() {
 
 #[test]
 fn failed_audit_halts_and_refuses_writes() {
-    // The whole-system recomputation runs every `full_audit_every` groups; make it every
-    // group so the corruption below is caught at the end of the very next one.
+    // The whole-system recomputation is rolled over `audit_cycle` commands; make the cycle
+    // one command, so the corruption below is caught at the end of the very next group.
     let mut cfg = EngineConfig::reference(8);
-    cfg.full_audit_every = 1;
+    cfg.audit_cycle = 1;
     let mut h = Harness::new(&cfg);
     h.deposit(0, XBT, ONE_XBT);
     h.mark(0, px(10000.0));
@@ -596,16 +596,18 @@ fn failed_audit_halts_and_refuses_writes() {
     assert_eq!(rejected(&ev), Some(RejectReason::EngineHalted));
 }
 
-/// The whole-system recomputation is spread over `full_audit_every` groups (a slice of
-/// accounts and order slots per group; the group that completes the cycle recounts the
-/// sums), so any corruption is found within one cycle, and by the slice that holds it.
+/// The whole-system recomputation is spread over `audit_cycle` commands (each group
+/// audits the slice of accounts and order slots its commands earned; the group that
+/// completes the cycle recounts the sums), so any corruption is found within one cycle,
+/// and by the slice that holds it.
 #[test]
 fn rolling_audit_finds_corruption_within_one_cycle() {
     const EVERY: u64 = 4;
     for corrupt in ["wallet", "cache"] {
-        // 8 user accounts + the liquidation engine's = 9 rows: 3 per group, 3 groups a cycle.
+        // 8 user accounts + the liquidation engine's = 9 rows; the harness makes each command
+        // a group, so a cycle is 4 groups, reaching rows 3, 5, 7 and 9.
         let mut cfg = EngineConfig::reference(8);
-        cfg.full_audit_every = EVERY;
+        cfg.audit_cycle = EVERY;
         let mut h = Harness::new(&cfg);
         h.deposit(0, XBT, ONE_XBT);
         h.mark(0, px(10000.0));
@@ -632,7 +634,7 @@ fn rolling_audit_finds_corruption_within_one_cycle() {
         // The same corruption with the rolling audit off is never found by the per-group
         // ledger audit (it checks the running totals, not the wallets one by one).
         let mut cfg = EngineConfig::reference(8);
-        cfg.full_audit_every = 0;
+        cfg.audit_cycle = 0;
         let mut h = Harness::new(&cfg);
         h.deposit(0, XBT, ONE_XBT);
         match corrupt {

@@ -52,11 +52,11 @@ pub struct BenchArgs {
     /// Commands per group (the engine audits after each group).
     #[arg(long, default_value_t = 64)]
     pub group_size: u32,
-    /// The engine's whole-system recomputation, rolled over this many groups (a slice of
-    /// the accounts and order slots per group; 0: never; every mark tick recounts its own
-    /// market and every group runs the ledger audit).
-    #[arg(long, default_value_t = 4096)]
-    pub full_audit_every: u64,
+    /// The engine's whole-system recomputation, rolled over this many commands (each group
+    /// checks its share of the accounts and order slots; 0: never; every mark tick
+    /// recounts its own market and every group runs the ledger audit).
+    #[arg(long, default_value_t = 262_144)]
+    pub audit_cycle: u64,
     /// Engine threads per run: 1 is the serial engine; N ≥ 2 a pipeline (core thread plus
     /// N−1 helpers, N account shards). A list (`--threads 1,2`) runs each in turn on the
     /// same workload and prints them side by side.
@@ -121,7 +121,7 @@ impl BenchArgs {
             mark_step_ticks: self.mark_step,
             positions: self.positions,
             group_size: self.group_size,
-            full_audit_every: self.full_audit_every,
+            audit_cycle: self.audit_cycle,
         }
     }
 }
@@ -605,7 +605,7 @@ pub fn run(args: &BenchArgs) -> Report {
         "mark_step_ticks": config.mark_step_ticks,
         "positions": config.positions,
         "group_size": config.group_size,
-        "full_audit_every": config.full_audit_every,
+        "audit_cycle": config.audit_cycle,
         "setup_commands": workload.setup.len(),
         "max_orders": workload.engine.max_orders,
         "generate_seconds": generate_seconds,

@@ -17,7 +17,7 @@ const SMALL: [&str; 8] =
 fn the_same_seed_gives_the_same_events_and_state() {
     let run = |seed: &str| {
         let mut args = SMALL.to_vec();
-        args.extend(["--seed", seed, "--full-audit-every", "8"]);
+        args.extend(["--seed", seed, "--audit-cycle", "8"]);
         let out = bench(&args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");

@@ -113,10 +113,10 @@ pub struct WorkloadConfig {
     pub positions: u64,
     /// Commands per group (the engine audits after each group).
     pub group_size: u32,
-    /// The engine's whole-system recomputation, rolled over this many groups (a slice of
-    /// the accounts and order slots per group; 0: never; every mark tick recounts its own
-    /// market and every group runs the ledger audit).
-    pub full_audit_every: u64,
+    /// The engine's whole-system recomputation, rolled over this many commands (each group
+    /// checks its share of the accounts and order slots; 0: never; every mark tick
+    /// recounts its own market and every group runs the ledger audit).
+    pub audit_cycle: u64,
 }
 
 impl Default for WorkloadConfig {
@@ -130,7 +130,7 @@ impl Default for WorkloadConfig {
             mark_step_ticks: MARK_STEP_TICKS,
             positions: 0,
             group_size: 64,
-            full_audit_every: 4096,
+            audit_cycle: 262_144,
         }
     }
 }
@@ -223,7 +223,7 @@ impl WorkloadConfig {
             max_orders,
             max_open_orders: 200,
             max_stop_orders: STOP_ORDER_CAP as u32,
-            full_audit_every: self.full_audit_every,
+            audit_cycle: self.audit_cycle,
             insurance_fund: [0; Currency::COUNT],
         }
     }
@@ -684,7 +684,7 @@ mod tests {
             mark_step_ticks: MARK_STEP_TICKS,
             positions: 0,
             group_size: 64,
-            full_audit_every: 64,
+            audit_cycle: 64,
         }
     }
 
