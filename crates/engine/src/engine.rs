@@ -226,7 +226,7 @@ impl Engine {
             touched: Vec::with_capacity(1 << 16),
             filled: Vec::with_capacity(1 << 16),
             liquidator: AccountId(config.accounts),
-            shards: (0..shards).map(|_| AccountShard::new(n_markets, rows, shards)).collect(),
+            shards: (0..shards).map(|s| AccountShard::new(n_markets, rows, shards, s)).collect(),
             fan_out: None,
             pending: Vec::with_capacity(rows),
             queued: vec![false; rows * n_markets],

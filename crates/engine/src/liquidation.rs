@@ -72,7 +72,6 @@ impl Engine {
             old_mark,
             old_unit,
             liquidator: self.liquidator.0,
-            per_shard: self.shards[0].local as u32,
         };
         match &mut self.fan_out {
             Some(fan_out) => {
