@@ -61,7 +61,13 @@ impl AccountMarket {
                 continue;
             }
             let opening = (qty - closable).max(0) as i128;
-            orders = orders.max((value * opening + qty as i128 - 1) / qty as i128);
+            // Rounded up, in 64 bits when it fits (see `hold`).
+            let v = value * opening;
+            let share = match u64::try_from(v) {
+                Ok(v) => v.div_ceil(qty as u64) as i128,
+                Err(_) => (v + qty as i128 - 1) / qty as i128,
+            };
+            orders = orders.max(share);
         }
         position.cost.unsigned_abs() as i128 + orders
     }
