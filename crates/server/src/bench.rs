@@ -284,9 +284,8 @@ fn timed_run(
     engine: &mut Engine,
     commands: &[Sequenced],
     group_size: usize,
-    sink: CountingSink,
+    mut m: Timed,
 ) -> Timed {
-    let mut m = Timed::new(sink);
     // As the sequencer does: number every command as it enters, and feed the liquidations a
     // group found back as the first commands of the next group.
     let mut seq = commands.first().map_or(1, |c| c.seq.0);
@@ -363,7 +362,9 @@ fn serial_run(config: &WorkloadConfig, workload: &Generated) -> RunReport {
     let overhead = timer_overhead_ns();
     let sched_start = schedstat();
     let timed = if setup_ok {
-        timed_run(&mut engine, &workload.commands, config.group_size as usize, sink)
+        // The histograms are made outside the timed (and profiled) loop.
+        let timed = Timed::new(sink);
+        timed_run(&mut engine, &workload.commands, config.group_size as usize, timed)
     } else {
         Timed::new(sink)
     };
