@@ -64,6 +64,9 @@ pub(crate) struct Market {
     /// Inverse contracts: the value of one contract at the mark, computed once per mark
     /// change so re-valuing a position is a multiply (0 for linear and quanto).
     pub mark_unit: i64,
+    /// Linear and quanto contracts: the value rule at the mark with its division
+    /// strength-reduced, also made once per mark change (`None` for inverse).
+    pub mark_linear: Option<crate::remargin::LinearValue>,
     pub index: Option<Price>,
     pub last: Option<Price>,
     pub triggers: Triggers,
@@ -78,11 +81,14 @@ pub(crate) fn unit_at(inst: &Instrument, price: Price) -> i64 {
 }
 
 impl Market {
-    /// The position's value at the mark, without a division for inverse contracts.
+    /// The position's value at the mark, without a division in the common case (inverse:
+    /// a multiply by the unit value; linear: the strength-reduced rule).
     #[inline]
     pub fn mark_value(&self, qty: i64) -> Money {
         if self.mark_unit != 0 {
             qty * self.mark_unit
+        } else if let Some(linear) = &self.mark_linear {
+            linear.value(qty, &self.inst)
         } else {
             self.inst.value(Qty(qty), self.mark)
         }
@@ -191,6 +197,7 @@ impl Engine {
                     inst: m.instrument.clone(),
                     mark: m.mark,
                     mark_unit: unit_at(&m.instrument, m.mark),
+                    mark_linear: crate::remargin::LinearValue::new(&m.instrument, m.mark),
                     index: None,
                     last: None,
                     // Room for the stops a busy market holds; past it the heap grows.
@@ -299,7 +306,7 @@ impl Engine {
                 &self.accounts[i],
                 &self.positions[i],
                 &market.inst,
-                market.mark,
+                market.mark_value(self.positions[i].qty),
                 init + extra,
             );
         }
@@ -1467,6 +1474,7 @@ impl Engine {
         let mk = &mut self.markets[market.0 as usize];
         mk.mark = price;
         mk.mark_unit = unit_at(&mk.inst, price);
+        mk.mark_linear = crate::remargin::LinearValue::new(&mk.inst, price);
         sink.emit(Event::MarkChanged { seq, market, price });
         self.remargin(market);
         self.fire_triggers(seq, market, sink);

@@ -417,6 +417,10 @@ impl Engine {
         let mk = &mut self.markets[m];
         mk.life.settled = true;
         mk.mark = price;
+        // The cached value rules follow the mark wherever it moves (no position is left to
+        // value, but a stale unit would be a trap for the next reader).
+        mk.mark_unit = crate::engine::unit_at(&mk.inst, price);
+        mk.mark_linear = crate::remargin::LinearValue::new(&mk.inst, price);
         self.full_audit_due = true;
         sink.emit(Event::Settled { seq, market, price });
     }

@@ -221,7 +221,7 @@ impl Engine {
                 &self.accounts[j],
                 &self.positions[j],
                 &other.inst,
-                other.mark,
+                other.mark_value(self.positions[j].qty),
                 self.margin_cache[j].init + self.extra_margin[j],
             );
         }

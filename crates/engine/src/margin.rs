@@ -103,19 +103,20 @@ impl AccountMarket {
 }
 
 /// What the account has committed in one market: position margin plus order hold, less
-/// (for cross margin) any unrealised loss.
+/// (for cross margin) any unrealised loss. `mark_value` is the position's value at the
+/// mark (`Market::mark_value`: no division).
 pub(crate) fn committed(
     am: &AccountMarket,
     position: &Position,
     inst: &Instrument,
-    mark: amdahl_types::Price,
+    mark_value: Money,
     margin: Money,
 ) -> i128 {
     let mut used = am.hold(position, inst) as i128;
     if position.qty != 0 {
         // `margin`: the cached posInit + posComm plus any margin transferred in.
         let margin = margin as i128;
-        let loss = -(position.unrealised(inst, mark) as i128).min(0);
+        let loss = -((mark_value - position.cost) as i128).min(0);
         used += if position.leverage == Leverage::CROSS {
             // Cross margin: the whole wallet backs the position, so a loss eats the
             // available balance. A profit does not fund new positions (no portfolio margin).
