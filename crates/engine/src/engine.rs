@@ -163,6 +163,9 @@ pub struct Engine {
     pub(crate) scratch: Vec<u32>,
     /// Per market: Σ position cost, kept at every fill; a mark tick recounts it.
     pub(crate) market_cost: Vec<i128>,
+    /// Per market: whether a mark tick has recounted its rows since the rolled audit's
+    /// cycle began (the cycle's end then need not stream them again).
+    pub(crate) recounted: Vec<bool>,
     /// A failed recount, halting the engine at the end of the group.
     pub(crate) recount_failure: Option<crate::audit::AuditError>,
 }
@@ -248,6 +251,7 @@ impl Engine {
             now: Timestamp(0),
             scratch: Vec::with_capacity(rows),
             market_cost: vec![0; n_markets],
+            recounted: vec![false; n_markets],
             recount_failure: None,
         }
     }
@@ -326,6 +330,14 @@ impl Engine {
     pub fn corrupt_margin_cache_for_test(&mut self, account: AccountId, market: MarketId) {
         let i = self.pm(account, market);
         self.margin_cache[i].maint += 1;
+    }
+
+    /// Break the count of cross rows of one market (which picks the remargin pass): the
+    /// next mark tick of the market must find it.
+    #[doc(hidden)]
+    pub fn corrupt_cross_rows_for_test(&mut self, market: MarketId, delta: i32) {
+        let rows = &mut self.shards[0].open[market.0 as usize].cross_rows;
+        *rows = rows.checked_add_signed(delta).expect("a count");
     }
 
     /// The order-margin hold of an account in a market.

@@ -94,6 +94,11 @@ impl Engine {
             recount = recount.wrapping_add(shard.found.cost);
         }
         let expected_cost = self.market_cost[m];
+        self.recounted[m] = true;
+        if self.shards.iter().any(|s| s.found.cross_rows != s.open[m].cross_rows) {
+            let error = crate::audit::AuditError::PositionCache { account: u32::MAX, market };
+            self.recount_failure.get_or_insert(error);
+        }
         if net != 0 || recount != expected_cost as i64 {
             let cost = self.shards.iter().flat_map(|s| &s.open[m].cost).map(|&c| c as i128).sum();
             let error = crate::audit::AuditError::MarketRecount {

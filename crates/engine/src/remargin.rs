@@ -196,6 +196,10 @@ pub(crate) struct PassFindings {
     /// Σ qty and Σ cost (wrapping) over the shard's positions in the market.
     pub net: i64,
     pub cost: i64,
+    /// Rows seen with the `ACCOUNT_CHECK` floor, to hold `OpenPositions::cross_rows` to
+    /// (it picks the pass; the pure scan counts them only on its rare path, which a stale
+    /// count always takes: `ACCOUNT_CHECK` is above any value).
+    pub cross_rows: u32,
     /// Isolated positions (and the liquidation engine's) at or past their floor.
     pub isolated: Vec<u32>,
     /// Cross accounts under maintenance by their cross sum.
@@ -216,6 +220,7 @@ impl AccountShard {
             found: PassFindings {
                 net: 0,
                 cost: 0,
+                cross_rows: 0,
                 isolated: Vec::with_capacity(local),
                 cross: Vec::with_capacity(local),
                 deferred: Vec::with_capacity(local),
@@ -330,9 +335,11 @@ pub(crate) fn remargin_shard(
         };
         found.net = net;
         found.cost = sum;
+        found.cross_rows = 0;
         // 2. The rare path: find the positions under their floor.
         if any_below {
             for k in 0..n {
+                found.cross_rows += (floor[k] == ACCOUNT_CHECK) as u32;
                 if value(qty[k], t.unit, &now, t.mark) < floor[k] {
                     found.isolated.push(accounts[k]);
                 }
@@ -352,7 +359,7 @@ pub(crate) fn remargin_shard(
     let wallets = ledger.wallets(t.currency);
     let first = *first;
     let du = t.unit.checked_sub(t.old_unit).expect("unit values are far inside i64");
-    let (mut net, mut sum) = (0i64, 0i64);
+    let (mut net, mut sum, mut cross_rows) = (0i64, 0i64, 0u32);
     for k in 0..n {
         let q = qty[k];
         net = net.wrapping_add(q);
@@ -364,6 +371,7 @@ pub(crate) fn remargin_shard(
             }
             continue;
         }
+        cross_rows += 1;
         if account == t.liquidator {
             // The liquidation engine's position is worked on every tick while it lasts.
             found.isolated.push(account);
@@ -386,6 +394,7 @@ pub(crate) fn remargin_shard(
     }
     found.net = net;
     found.cost = sum;
+    found.cross_rows = cross_rows;
 }
 
 #[cfg(test)]

@@ -649,6 +649,46 @@ fn rolling_audit_finds_corruption_within_one_cycle() {
     }
 }
 
+/// The end of a rolled audit cycle does not stream again the rows of a market a mark tick
+/// recounted during the cycle; the tick holds them to account instead, including the
+/// count of cross rows that picks its pass. Both ways a stale count halts the engine.
+#[test]
+fn a_stale_cross_row_count_is_found_by_the_next_tick() {
+    // (cross margin?, the corruption): a count too high sends isolated rows to the fused
+    // pass; one fallen to zero sends cross rows to the pure scan.
+    for (cross, delta) in [(false, 1), (true, 1), (true, -2)] {
+        let mut cfg = EngineConfig::reference(8);
+        cfg.audit_cycle = 0;
+        let mut h = Harness::new(&cfg);
+        h.deposit(0, XBT, ONE_XBT);
+        h.deposit(1, XBT, ONE_XBT);
+        if !cross {
+            for a in [0, 1] {
+                let leverage = Leverage(1_000);
+                h.run(Command::SetLeverage {
+                    account: AccountId(a),
+                    market: MarketId(0),
+                    leverage,
+                });
+            }
+        }
+        // One position each side: the market has two rows, cross or isolated.
+        h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10000.0))));
+        h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(10000.0))));
+        assert_eq!(h.engine.position(AccountId(1), MarketId(0)).qty, 100);
+        h.mark(0, px(10000.5));
+        assert!(!h.engine.is_halted());
+        h.engine.corrupt_cross_rows_for_test(MarketId(0), delta);
+        h.mark(0, px(10000.0));
+        let evidence = h.engine.halt_evidence().expect("the tick finds the stale count");
+        assert_eq!(
+            evidence.error,
+            amdahl_engine::AuditError::PositionCache { account: u32::MAX, market: MarketId(0) },
+            "cross: {cross}, delta {delta}"
+        );
+    }
+}
+
 #[test]
 fn risk_limit_steps_raise_margins_and_cap_exposure() {
     // XBTUSD: base risk limit 200 XBT (20,000,000,000 XBt), step 100 XBT; each step adds the
