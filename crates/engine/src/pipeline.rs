@@ -115,6 +115,12 @@ pub struct Topology {
     /// Fault injection for tests: helper threads panic on their first tick.
     #[doc(hidden)]
     pub inject_shard_panic: bool,
+    /// Fault injection for tests: right after applying the command with this sequence
+    /// number, the core breaks the books (`Engine::corrupt_for_test`: one unit into account
+    /// 0's XBt wallet, with no other side), as a serial run can at the same point; the
+    /// audit must then halt both at the same group with the same events.
+    #[doc(hidden)]
+    pub inject_corruption_after: Option<u64>,
 }
 
 impl Topology {
@@ -130,6 +136,7 @@ impl Topology {
             helper_wait: Wait::Block,
             ring_slots: 1 << 16,
             inject_shard_panic: false,
+            inject_corruption_after: None,
         }
     }
 
@@ -823,6 +830,14 @@ struct CoreInput {
     samples: usize,
 }
 
+/// `Topology::inject_corruption_after`, on the core's command path.
+#[inline]
+fn inject_corruption(engine: &mut Engine, topology: &Topology, seq: Seq) {
+    if topology.inject_corruption_after == Some(seq.0) {
+        engine.corrupt_for_test(amdahl_types::AccountId(0), amdahl_types::Currency::XBt, 1);
+    }
+}
+
 fn run_core(
     config: &EngineConfig,
     topology: &Topology,
@@ -887,6 +902,7 @@ fn run_core(
                             let cmd = Sequenced { seq: Seq(seq), time: slot.time, command };
                             seq += 1;
                             engine.apply(&cmd, &mut sink);
+                            inject_corruption(&mut engine, topology, cmd.seq);
                         }
                         fed_back.clear();
                         feeding = 0;
@@ -897,6 +913,7 @@ fn run_core(
                     let mark = matches!(cmd.command, Command::Mark { .. });
                     let start = if mark { clock.map_or(0, |c| c()) } else { 0 };
                     engine.apply(&cmd, &mut sink);
+                    inject_corruption(&mut engine, topology, cmd.seq);
                     if mark {
                         timed(&mut times.mark_ns, start);
                     }
