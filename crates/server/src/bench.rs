@@ -637,6 +637,17 @@ pub fn run(args: &BenchArgs) -> Report {
         };
         let medians: Vec<f64> = (0..k).map(median).collect();
         let first = medians[0].max(1.0);
+        // Per entry: the median over rounds of its throughput against the first entry's in
+        // the same round. A round's runs are minutes apart at most, so this ratio cancels
+        // the host's drift between rounds, which the ratio of medians does not.
+        let round_ratio = |i: usize| {
+            let mut v: Vec<f64> = runs
+                .chunks(k)
+                .map(|round| round[i].commands_per_s / round[0].commands_per_s.max(1.0))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2] * 1000.0).round() / 1000.0
+        };
         json!({
             "workload": workload_json,
             "rounds": args.rounds.max(1),
@@ -646,6 +657,7 @@ pub fn run(args: &BenchArgs) -> Report {
                 .iter()
                 .map(|m| (m / first * 1000.0).round() / 1000.0)
                 .collect::<Vec<_>>(),
+            "median_round_ratio_vs_first": (0..k).map(round_ratio).collect::<Vec<_>>(),
             "event_hashes_equal": runs.iter().all(|r| r.event_hash == runs[0].event_hash),
             "state_hashes_equal": runs.iter().all(|r| r.state_hash == runs[0].state_hash),
         })

@@ -64,6 +64,33 @@ fn every_topology_gives_the_serial_engines_events_and_state() {
     assert!(liquidations.unwrap_or(0) > 0, "the workload must liquidate: {}", runs[0]);
 }
 
+/// `--rounds` interleaves the topologies; the report's ratios are the ratio of median
+/// throughputs and the median of each round's own ratio, both recomputed here from the runs.
+#[test]
+fn rounds_report_both_ratios_from_their_runs() {
+    let mut args = SMALL.to_vec();
+    args.extend(["--threads", "1,2", "--rounds", "3"]);
+    let out = bench(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let runs = field(&json, "runs").as_array().expect("runs");
+    assert_eq!(runs.len(), 6, "3 rounds of 2 topologies, interleaved");
+    let speed = |i: usize| field(&runs[i], "commands_per_s").as_f64().unwrap();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let serial = median(vec![speed(0), speed(2), speed(4)]);
+    let piped = median(vec![speed(1), speed(3), speed(5)]);
+    let of_medians = field(&json, "throughput_vs_first").as_array().unwrap();
+    assert_eq!(of_medians[1].as_f64(), Some(round3(piped / serial)));
+    let per_round = median(vec![speed(1) / speed(0), speed(3) / speed(2), speed(5) / speed(4)]);
+    let of_rounds = field(&json, "median_round_ratio_vs_first").as_array().unwrap();
+    assert_eq!(of_rounds[0].as_f64(), Some(1.0));
+    assert_eq!(of_rounds[1].as_f64(), Some(round3(per_round)));
+}
+
 #[test]
 fn impossible_topologies_are_clear_usage_errors() {
     for (threads, publish_on, message) in
