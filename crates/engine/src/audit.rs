@@ -117,6 +117,7 @@ impl Engine {
         let mut reached = 0usize;
         for a in range {
             let account = amdahl_types::AccountId(a);
+            let (s, _) = crate::remargin::shard_of(a, self.shards[0].local as u32);
             for (m, mk) in self.markets.iter().enumerate() {
                 let i = a as usize * n + m;
                 let p = &self.positions[i];
@@ -125,7 +126,6 @@ impl Engine {
                 if self.margin_cache[i] != crate::remargin::MarginCache::of(p, &mk.inst) {
                     return Err(stale());
                 }
-                let (s, _) = crate::remargin::shard_of(a, self.shards[0].local as u32);
                 let open = &self.shards[s].open[m];
                 let at = open.at(account);
                 if p.qty == 0 {
