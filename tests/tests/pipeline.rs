@@ -29,14 +29,10 @@ fn serial(g: &Generated, cuts: &[usize]) -> Run {
     serial_corrupted(g, cuts, None)
 }
 
-/// `serial`, breaking the books right after the command numbered `corrupt_after` as
-/// `Topology::inject_corruption_after` makes a pipeline's core do.
-fn serial_corrupted(g: &Generated, cuts: &[usize], corrupt_after: Option<u64>) -> Run {
-    let corrupt = |engine: &mut Engine, seq: u64| {
-        if corrupt_after == Some(seq) {
-            engine.corrupt_for_test(AccountId(0), Currency::XBt, 1);
-        }
-    };
+/// `serial`, breaking the books at the end of the first group that reaches the command
+/// numbered `corrupt_after`, before its audit, as `Topology::inject_corruption_after`
+/// makes a pipeline's core do.
+fn serial_corrupted(g: &Generated, cuts: &[usize], mut corrupt_after: Option<u64>) -> Run {
     let all: Vec<&Sequenced> = g.setup.iter().chain(&g.commands).collect();
     let mut engine = Engine::new(&g.engine);
     let mut events = Vec::new();
@@ -50,14 +46,15 @@ fn serial_corrupted(g: &Generated, cuts: &[usize], corrupt_after: Option<u64>) -
             let cmd = Sequenced { seq: Seq(seq), time: group[0].time, command };
             seq += 1;
             engine.apply(&cmd, &mut events);
-            corrupt(&mut engine, cmd.seq.0);
         }
         for c in group {
             let cmd = Sequenced { seq: Seq(seq), ..**c };
             seq += 1;
             last = cmd.seq;
             engine.apply(&cmd, &mut events);
-            corrupt(&mut engine, cmd.seq.0);
+        }
+        if corrupt_after.take_if(|at| last.0 >= *at).is_some() {
+            engine.corrupt_for_test(AccountId(0), Currency::XBt, 1);
         }
         engine.end_group(last, &mut events);
         engine.take_liquidations(&mut fed_back);
@@ -197,7 +194,7 @@ fn a_broken_book_halts_every_topology_at_the_same_group() {
     let after = (n / 2) as u64;
     let oracle = serial_corrupted(&g, &cuts, Some(after));
     let halt = oracle.halt.expect("the oracle halts");
-    assert!(halt.seq.0 > after, "found after the break, at {:?}", halt.seq);
+    assert!(halt.seq.0 >= after, "found at or after the break, at {:?}", halt.seq);
     assert!(
         matches!(halt.error, amdahl_engine::AuditError::Ledger(_)),
         "found by the ledger recount: {halt:?}"

@@ -49,7 +49,7 @@ use std::thread::{self, JoinHandle, Thread};
 
 use amdahl_ledger::Ledger;
 use amdahl_risk::Instrument;
-use amdahl_types::{Command, Event, Seq, Sequenced, Timestamp};
+use amdahl_types::{AccountId, Command, Currency, Event, Seq, Sequenced, Timestamp};
 use disruptor::{
     BusySpin, EventPoller, Polling, Producer, SingleConsumerBarrier, SingleProducer,
     SingleProducerBarrier, build_single_producer,
@@ -115,10 +115,10 @@ pub struct Topology {
     /// Fault injection for tests: helper threads panic on their first tick.
     #[doc(hidden)]
     pub inject_shard_panic: bool,
-    /// Fault injection for tests: right after applying the command with this sequence
-    /// number, the core breaks the books (`Engine::corrupt_for_test`: one unit into account
-    /// 0's XBt wallet, with no other side), as a serial run can at the same point; the
-    /// audit must then halt both at the same group with the same events.
+    /// Fault injection for tests: at the end of the first group that reaches this sequence
+    /// number, before its audit, the core breaks the books (`Engine::corrupt_for_test`: one
+    /// unit into account 0's XBt wallet, with no other side), as a serial run can at the
+    /// same point; the audit must then halt both at the same group with the same events.
     #[doc(hidden)]
     pub inject_corruption_after: Option<u64>,
 }
@@ -830,14 +830,6 @@ struct CoreInput {
     samples: usize,
 }
 
-/// `Topology::inject_corruption_after`, on the core's command path.
-#[inline]
-fn inject_corruption(engine: &mut Engine, topology: &Topology, seq: Seq) {
-    if topology.inject_corruption_after == Some(seq.0) {
-        engine.corrupt_for_test(amdahl_types::AccountId(0), amdahl_types::Currency::XBt, 1);
-    }
-}
-
 fn run_core(
     config: &EngineConfig,
     topology: &Topology,
@@ -846,6 +838,7 @@ fn run_core(
     input: CoreInput,
 ) -> Finished {
     let CoreInput { dead, poller: mut input, progress, clock, samples } = input;
+    let mut corrupt_at = topology.inject_corruption_after;
     let closed = &progress.closed;
     let mut times = CoreTimes::default();
     if clock.is_some() {
@@ -902,7 +895,6 @@ fn run_core(
                             let cmd = Sequenced { seq: Seq(seq), time: slot.time, command };
                             seq += 1;
                             engine.apply(&cmd, &mut sink);
-                            inject_corruption(&mut engine, topology, cmd.seq);
                         }
                         fed_back.clear();
                         feeding = 0;
@@ -913,7 +905,6 @@ fn run_core(
                     let mark = matches!(cmd.command, Command::Mark { .. });
                     let start = if mark { clock.map_or(0, |c| c()) } else { 0 };
                     engine.apply(&cmd, &mut sink);
-                    inject_corruption(&mut engine, topology, cmd.seq);
                     if mark {
                         timed(&mut times.mark_ns, start);
                     }
@@ -932,6 +923,10 @@ fn run_core(
                         continue;
                     }
                     in_group = false;
+                    // Test fault injection, once per run, off the command path.
+                    if corrupt_at.take_if(|at| last.0 >= *at).is_some() {
+                        engine.corrupt_for_test(AccountId(0), Currency::XBt, 1);
+                    }
                     let start = clock.map_or(0, |c| c());
                     audits_passed &= engine.end_group(last, &mut sink);
                     timed(&mut times.audit_ns, start);
