@@ -1,9 +1,9 @@
 //! The steady state allocates nothing (STYLE.md habit 4, DESIGN.md §1): after a warm-up
 //! that fills the engine's pools to their working size, a long window of the default mix —
 //! limit, market, stop and IOC orders, cancels, amends, leverage changes, mark ticks that
-//! liquidate, group audits — makes zero heap allocations, in the serial engine and in
-//! every stage loop of the pipeline (counted across all threads by a counting global
-//! allocator).
+//! liquidate, stage R's risk passes, group audits — makes zero heap allocations, in the
+//! serial engine and in every stage loop of the pipeline (counted across all threads by a
+//! counting global allocator).
 
 use std::alloc::System;
 
@@ -43,8 +43,18 @@ fn kind(c: &Command) -> usize {
         _ => 7,
     }
 }
-const KINDS: [&str; 9] =
-    ["place", "amend", "cancel", "cancel_all", "leverage", "mark", "liquidate", "other", "audit"];
+const KINDS: [&str; 10] = [
+    "place",
+    "amend",
+    "cancel",
+    "cancel_all",
+    "leverage",
+    "mark",
+    "liquidate",
+    "other",
+    "audit",
+    "risk pass",
+];
 
 #[test]
 fn serial_engine_steady_state_allocates_nothing() {
@@ -55,6 +65,7 @@ fn serial_engine_steady_state_allocates_nothing() {
     let mut sink = HashSink::default();
     let mut fed_back: Vec<Command> = Vec::with_capacity(1 << 16);
     let mut feeding: Vec<Command> = Vec::with_capacity(1 << 16);
+    let mut numbered: Vec<Sequenced> = Vec::with_capacity(1 << 16);
     let mut seq = 1u64;
     let mut made = [0u64; KINDS.len()];
     let mut ran = [0u64; KINDS.len()];
@@ -62,13 +73,22 @@ fn serial_engine_steady_state_allocates_nothing() {
     for (i, group) in all.chunks(64).enumerate() {
         let counting = i * 64 >= warm_up;
         std::mem::swap(&mut fed_back, &mut feeding);
-        let mut last = Seq(0);
+        numbered.clear();
         for command in feeding.drain(..).chain(group.iter().map(|c| c.command)) {
-            let cmd = Sequenced { seq: Seq(seq), time: group[0].time, command };
+            numbered.push(Sequenced { seq: Seq(seq), time: group[0].time, command });
             seq += 1;
-            last = cmd.seq;
+        }
+        let last = numbered.last().expect("a chunk is never empty").seq;
+        let before = allocations();
+        engine.begin_group(&numbered);
+        if counting {
+            made[9] += allocations() - before;
+            ran[9] += 1;
+        }
+        for cmd in &numbered {
+            let command = cmd.command;
             let before = allocations();
-            engine.apply(&cmd, &mut sink);
+            engine.apply(cmd, &mut sink);
             if counting {
                 made[kind(&command)] += allocations() - before;
                 ran[kind(&command)] += 1;

@@ -38,20 +38,23 @@ fn serial_corrupted(g: &Generated, cuts: &[usize], mut corrupt_after: Option<u64
     let mut events = Vec::new();
     let mut fed_back: Vec<Command> = Vec::new();
     let (mut seq, mut at) = (1u64, 0usize);
+    let mut numbered = Vec::new();
     for &len in cuts {
         let group = &all[at..at + len];
         at += len;
-        let mut last = Seq(0);
+        numbered.clear();
         for command in fed_back.drain(..) {
-            let cmd = Sequenced { seq: Seq(seq), time: group[0].time, command };
+            numbered.push(Sequenced { seq: Seq(seq), time: group[0].time, command });
             seq += 1;
-            engine.apply(&cmd, &mut events);
         }
         for c in group {
-            let cmd = Sequenced { seq: Seq(seq), ..**c };
+            numbered.push(Sequenced { seq: Seq(seq), ..**c });
             seq += 1;
-            last = cmd.seq;
-            engine.apply(&cmd, &mut events);
+        }
+        let last = numbered.last().expect("a cut holds commands").seq;
+        engine.begin_group(&numbered);
+        for cmd in &numbered {
+            engine.apply(cmd, &mut events);
         }
         if corrupt_after.take_if(|at| last.0 >= *at).is_some() {
             engine.corrupt_for_test(AccountId(0), Currency::XBt, 1);

@@ -168,6 +168,15 @@ pub struct Engine {
     pub(crate) recounted: Vec<bool>,
     /// A failed recount, halting the engine at the end of the group.
     pub(crate) recount_failure: Option<crate::audit::AuditError>,
+    /// Stage R, one part per account shard (the same ranges as `shards`).
+    pub(crate) risk: Vec<crate::risk::RiskShard>,
+    /// R's decisions for the open group's new orders, merged in sequence order.
+    pub(crate) decisions: Vec<(Seq, Option<RejectReason>)>,
+    /// How many of `decisions` M has taken.
+    decided: usize,
+    /// Whether `begin_group` opened the current group, and the commands applied in it.
+    group_begun: bool,
+    group_applied: u64,
 }
 
 impl Engine {
@@ -253,6 +262,17 @@ impl Engine {
             market_cost: vec![0; n_markets],
             recounted: vec![false; n_markets],
             recount_failure: None,
+            risk: (0..shards)
+                .map(|s| {
+                    let local = rows.div_ceil(shards as usize) as u32;
+                    let first = (s * local).min(rows as u32);
+                    crate::risk::RiskShard::new(first, (first + local).min(rows as u32), n_markets)
+                })
+                .collect(),
+            decisions: Vec::with_capacity(1 << 12),
+            decided: 0,
+            group_begun: false,
+            group_applied: 0,
         }
     }
 
@@ -404,9 +424,81 @@ impl Engine {
 
     // ---- the command loop ----
 
+    /// Open a group: stage R decides the margin of every new order in it, shard by
+    /// shard, against the state the last group left (see `risk.rs`). Then `apply` each of
+    /// `group`'s commands in order, and `end_group`. A group of one command may skip this:
+    /// its order is then checked against current state, which is the same thing.
+    pub fn begin_group(&mut self, group: &[Sequenced]) {
+        assert!(
+            !self.group_begun && self.group_applied == 0,
+            "begin_group: the previous group was not ended"
+        );
+        self.group_begun = true;
+        if self.halt.is_some() {
+            return;
+        }
+        let mut risk = std::mem::take(&mut self.risk);
+        for shard in &mut risk {
+            self.risk_pass(group, shard);
+        }
+        self.merge_decisions(&mut risk);
+        self.risk = risk;
+    }
+
+    /// Take the shards' decisions into one list in sequence order, and clear the shards.
+    pub(crate) fn merge_decisions(&mut self, risk: &mut [crate::risk::RiskShard]) {
+        self.decisions.clear();
+        self.decided = 0;
+        if let [one] = risk {
+            // One shard's list is the merged list: trade buffers, copy nothing.
+            std::mem::swap(&mut self.decisions, &mut one.decisions);
+            one.clear();
+            return;
+        }
+        for shard in risk.iter_mut() {
+            self.decisions.extend_from_slice(&shard.decisions);
+            shard.clear();
+        }
+        // Each shard's list is in sequence order already; this only interleaves them.
+        self.decisions.sort_unstable_by_key(|&(seq, _)| seq);
+    }
+
+    /// Stage R's decision for the new order of command `seq`, if R decided it. Commands
+    /// are applied in sequence order, so the decisions are taken in order too.
+    fn take_decision(&mut self, seq: Seq) -> Option<Option<RejectReason>> {
+        while let Some(&(at, decision)) = self.decisions.get(self.decided) {
+            if at > seq {
+                break;
+            }
+            self.decided += 1;
+            if at == seq {
+                return Some(decision);
+            }
+        }
+        None
+    }
+
+    /// A whole group: `begin_group`, `apply` each command, `end_group`. Returns what
+    /// `end_group` returns.
+    pub fn apply_group<S: EventSink>(&mut self, group: &[Sequenced], sink: &mut S) -> bool {
+        let Some(last) = group.last() else { return self.halt.is_none() };
+        self.begin_group(group);
+        for cmd in group {
+            self.apply(cmd, sink);
+        }
+        self.end_group(last.seq, sink)
+    }
+
     /// Apply one sequenced command, emitting its events.
     pub fn apply<S: EventSink>(&mut self, cmd: &Sequenced, sink: &mut S) {
         let seq = cmd.seq;
+        // Without `begin_group` R has not seen the group: only a group of one command
+        // is then checked as the contract says.
+        assert!(
+            self.group_begun || self.group_applied == 0,
+            "a group of more than one command needs begin_group"
+        );
+        self.group_applied += 1;
         self.audited_commands += 1;
         if let Some(account) = cmd.command.account()
             && self.halt.is_some()
@@ -461,6 +553,10 @@ impl Engine {
     /// Close the current group: run the audit (and the full recomputation when due).
     /// Returns false, having halted the engine, if the audit failed.
     pub fn end_group<S: EventSink>(&mut self, last_seq: Seq, sink: &mut S) -> bool {
+        self.group_begun = false;
+        self.group_applied = 0;
+        self.decisions.clear();
+        self.decided = 0;
         if self.halt.is_some() {
             return false;
         }
@@ -552,7 +648,12 @@ impl Engine {
     // ---- placing orders ----
 
     /// Every check a new order must pass; returns the (possibly resolved) order.
-    fn validate_new(&self, mut o: NewOrder) -> Result<NewOrder, RejectReason> {
+    /// `decided`: stage R's margin decision for the order, if R saw it.
+    fn validate_new(
+        &self,
+        decided: Option<Option<RejectReason>>,
+        mut o: NewOrder,
+    ) -> Result<NewOrder, RejectReason> {
         if !self.known_account(o.account) {
             return Err(RejectReason::UnknownAccount);
         }
@@ -642,8 +743,16 @@ impl Engine {
             return Err(RejectReason::PostOnlyWouldCross);
         }
         if !o.exec_inst.is_reduce_only() && !o.ord_type.is_conditional() {
-            let v = self.margin_value(o.market, o.side, o.qty, o.price);
-            if let Some(reason) = self.margin_refusal(o.account, o.market, o.side, o.qty.0, v) {
+            // Stage R decided this order before the group was matched.
+            let refusal = match decided {
+                Some(decision) => decision,
+                None => {
+                    debug_assert!(!self.group_begun, "R decides every order that gets here");
+                    let v = self.margin_value(o.market, o.side, o.qty, o.price);
+                    self.margin_refusal(o.account, o.market, o.side, o.qty.0, v)
+                }
+            };
+            if let Some(reason) = refusal {
                 return Err(reason);
             }
         }
@@ -698,43 +807,57 @@ impl Engine {
         qty: i64,
         abs_value: Money,
     ) -> Option<RejectReason> {
-        let i = self.pm(account, market);
-        let inst = &self.markets[market.0 as usize].inst;
-        let mut am = self.accounts[i];
-        am.add(side, qty, abs_value);
-        let pos = &self.positions[i];
-        let limit = inst.risk_limit as i128 + pos.risk_steps as i128 * inst.risk_step as i128;
-        let gross = am.gross_value(pos);
-        if gross > limit && gross > self.accounts[i].gross_value(pos) {
-            return Some(RejectReason::RiskLimitExceeded);
-        }
-        (!self.margin_allows_balance(account, market, side, qty, abs_value))
-            .then_some(RejectReason::InsufficientAvailableBalance)
+        let am = self.accounts[self.pm(account, market)];
+        self.margin_check(account, market, side, qty, abs_value, &am, 0).err()
     }
 
-    /// Would adding an order of `qty` contracts worth `abs_value` keep the account's
-    /// available balance non-negative? Orders that do not raise the hold always pass.
-    fn margin_allows_balance(
+    /// `margin_refusal` with the account's orders in the market taken as `base`, and
+    /// `reserved` more of its available balance already promised (stage R's reservations
+    /// earlier in a group). Orders that do not raise the hold never fail on balance.
+    /// Returns how much the order raises the hold.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn margin_check(
         &self,
         account: AccountId,
         market: MarketId,
         side: Side,
         qty: i64,
         abs_value: Money,
-    ) -> bool {
+        base: &AccountMarket,
+        reserved: Money,
+    ) -> Result<Money, RejectReason> {
         let i = self.pm(account, market);
         let inst = &self.markets[market.0 as usize].inst;
-        let before = self.accounts[i].hold(&self.positions[i], inst);
-        let mut am = self.accounts[i];
+        let pos = &self.positions[i];
+        let mut am = *base;
         am.add(side, qty, abs_value);
-        let after = am.hold(&self.positions[i], inst);
-        after <= before || (after - before) as i128 <= self.available(account, inst.settle) as i128
+        let limit = inst.risk_limit as i128 + pos.risk_steps as i128 * inst.risk_step as i128;
+        let gross = am.gross_value(pos);
+        if gross > limit && gross > base.gross_value(pos) {
+            return Err(RejectReason::RiskLimitExceeded);
+        }
+        let before = base.hold(pos, inst);
+        let after = am.hold(pos, inst);
+        if after <= before {
+            return Ok(0);
+        }
+        let room = self.available(account, inst.settle) as i128 - reserved as i128;
+        if (after - before) as i128 > room {
+            return Err(RejectReason::InsufficientAvailableBalance);
+        }
+        Ok(after - before)
     }
 
     /// The |value| an order is margined at. A limit order: at its price. A Market order
     /// may fill anywhere between the best opposite price and its protection price, and an
     /// inverse contract is worth more XBt at a lower price, so take the larger of the two.
-    fn margin_value(&self, market: MarketId, side: Side, qty: Qty, price: Option<Price>) -> Money {
+    pub(crate) fn margin_value(
+        &self,
+        market: MarketId,
+        side: Side,
+        qty: Qty,
+        price: Option<Price>,
+    ) -> Money {
         let inst = &self.markets[market.0 as usize].inst;
         if let Some(p) = price {
             return inst.value(qty, p).abs();
@@ -765,7 +888,8 @@ impl Engine {
     }
 
     fn place<S: EventSink>(&mut self, seq: Seq, order: NewOrder, sink: &mut S) {
-        let o = match self.validate_new(order) {
+        let decided = self.take_decision(seq);
+        let o = match self.validate_new(decided, order) {
             Ok(o) => o,
             Err(reason) => return self.reject(seq, order.account, reason, order.client_tag, sink),
         };

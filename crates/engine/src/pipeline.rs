@@ -5,7 +5,7 @@
 //!  caller (gateway/driver) ──ingress ring──▶ core thread ──output ring──▶ publish
 //!                           (disruptor)     sequencer: seq numbers,        (stage A: event
 //!                                           groups, fed-back liquidations  stream hash,
-//!                                           R + M: risk checks, matching   acks per group,
+//!                                           R (a group, at its cut) + M    acks per group,
 //!                                           P (its shards) + merge         latency)
 //!                                             │ ▲  tick fan-out (rtrb, a pair per helper)
 //!                                             ▼ │
@@ -17,9 +17,9 @@
 //!   `rtrb` queue pair per helper thread instead: a shard is *moved* to its thread and back (its
 //!   `Vec` headers, not its rows), and a disruptor consumer only ever sees `&E`, which
 //!   cannot carry ownership.
-//! - **The Amdahl split.** Matching and pre-trade risk stay on one thread, in sequence
-//!   order: a fill changes the balance the next order is checked against, so they are
-//!   serial by nature. A mark tick re-margins every open position of its market; that
+//! - **The Amdahl split.** The core holds a group until its cut, runs stage R over it
+//!   (`Engine::begin_group`: per account shard, against the last group's state), then
+//!   matches it in sequence order. A mark tick re-margins every open position of its market; that
 //!   pass splits by account shard and runs on every engine thread at once, and the core
 //!   merges the partial sums and candidates when all shards are back (the barrier that
 //!   keeps group g+1's risk checks after group g's remargin). Publishing — hashing the
@@ -38,10 +38,10 @@
 //! - **Limits.** The rings have fixed sizes; a full ring makes its producer wait (the
 //!   gateway's admission queue, not the engine, sheds load).
 //!
-//! Not built here (see the README): matchers sharded by market. Cross margin makes an
-//! order's risk check depend on fills in other markets earlier in the same group, so
-//! splitting matching by market needs the reserve-then-match group semantics of DESIGN §2
-//! in the serial engine first.
+//! Not built here (see the README): stage R fanned out to the helper threads (it runs on
+//! the core, shard by shard), and matchers sharded by market, which need the engine's
+//! state split into market-local (book, orders, positions) and account-level (wallets,
+//! cross sums) parts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -864,11 +864,14 @@ fn run_core(
     // The sequencer's state: the next number, and the liquidations group g found, which
     // enter group g+1 ahead of its commands (as `workload::apply_grouped` does).
     let mut seq = 1u64;
-    let mut last = Seq(0);
     let mut fed_back: Vec<Command> = Vec::with_capacity(config.accounts as usize + 1);
-    let mut feeding = 0usize;
-    let mut in_group = false;
-    let mut group_commands = 0u64;
+    // The open group, held until its cut: stage R decides it whole before M matches any
+    // of it. `entered[k]` is the entry time of `group[fed + k]` (fed-back liquidations
+    // entered with the engine, not from outside).
+    let room = topology.ring_slots.max(1 << 12) + fed_back.capacity();
+    let mut group: Vec<Sequenced> = Vec::with_capacity(room);
+    let mut entered: Vec<u64> = Vec::with_capacity(room);
+    let mut fed = 0usize;
     let mut audits_passed = true;
     let mut idle = 0;
     loop {
@@ -887,42 +890,44 @@ fn run_core(
         for slot in &mut batch {
             match slot.kind {
                 InKind::Command => {
-                    if !in_group {
-                        in_group = true;
-                        while feeding < fed_back.len() {
-                            let command = fed_back[feeding];
-                            feeding += 1;
-                            let cmd = Sequenced { seq: Seq(seq), time: slot.time, command };
+                    if group.is_empty() {
+                        for &command in &fed_back {
+                            group.push(Sequenced { seq: Seq(seq), time: slot.time, command });
                             seq += 1;
-                            engine.apply(&cmd, &mut sink);
                         }
+                        fed = fed_back.len();
                         fed_back.clear();
-                        feeding = 0;
                     }
-                    let cmd = Sequenced { seq: Seq(seq), time: slot.time, command: slot.command };
+                    group.push(Sequenced { seq: Seq(seq), time: slot.time, command: slot.command });
                     seq += 1;
-                    last = cmd.seq;
-                    let mark = matches!(cmd.command, Command::Mark { .. });
-                    let start = if mark { clock.map_or(0, |c| c()) } else { 0 };
-                    engine.apply(&cmd, &mut sink);
-                    if mark {
-                        timed(&mut times.mark_ns, start);
-                    }
-                    group_commands += 1;
-                    // Entry times travel only when latency is measured.
-                    if clock.is_some() {
-                        sink.put(OutKind::CommandDone, NO_EVENT, slot.entered);
-                    }
+                    entered.push(slot.entered);
                 }
                 InKind::GroupEnd => {
-                    if !in_group {
+                    if group.is_empty() {
                         // An empty cut audits nothing.
                         sink.put(OutKind::GroupEnd, NO_EVENT, 0);
                         sink.wake();
                         closed.fetch_add(1, Ordering::Release);
                         continue;
                     }
-                    in_group = false;
+                    let last = group.last().expect("not empty").seq;
+                    engine.begin_group(&group);
+                    for (k, cmd) in group.iter().enumerate() {
+                        let mark = matches!(cmd.command, Command::Mark { .. });
+                        let start = if mark { clock.map_or(0, |c| c()) } else { 0 };
+                        engine.apply(cmd, &mut sink);
+                        if mark {
+                            timed(&mut times.mark_ns, start);
+                        }
+                        // Entry times travel only when latency is measured.
+                        if k >= fed && clock.is_some() {
+                            sink.put(OutKind::CommandDone, NO_EVENT, entered[k - fed]);
+                        }
+                    }
+                    let group_commands = (group.len() - fed) as u64;
+                    group.clear();
+                    entered.clear();
+                    fed = 0;
                     // Test fault injection, once per run, off the command path.
                     if corrupt_at.take_if(|at| last.0 >= *at).is_some() {
                         engine.corrupt_for_test(AccountId(0), Currency::XBt, 1);
@@ -932,7 +937,6 @@ fn run_core(
                     timed(&mut times.audit_ns, start);
                     engine.take_liquidations(&mut fed_back);
                     sink.put(OutKind::GroupEnd, NO_EVENT, group_commands);
-                    group_commands = 0;
                     sink.wake();
                     closed.fetch_add(1, Ordering::Release);
                 }

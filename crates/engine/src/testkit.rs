@@ -48,6 +48,29 @@ impl Harness {
         out
     }
 
+    /// Apply `commands` as one group (stage R decides its new orders against the state
+    /// before it), then feed the liquidations it found back as `run` does. Returns all
+    /// their events.
+    pub fn run_group(&mut self, commands: &[Command]) -> Vec<Event> {
+        let group: Vec<Sequenced> = commands
+            .iter()
+            .map(|&command| {
+                self.seq += 1;
+                self.time = Timestamp(self.time.0 + 1_000_000);
+                Sequenced { seq: Seq(self.seq), time: self.time, command }
+            })
+            .collect();
+        let mut out = Vec::new();
+        self.engine.apply_group(&group, &mut out);
+        self.events.extend_from_slice(&out);
+        let mut next = Vec::new();
+        self.engine.take_liquidations(&mut next);
+        for command in next {
+            out.extend(self.run(command));
+        }
+        out
+    }
+
     pub fn deposit(&mut self, account: u32, currency: Currency, amount: i64) -> Vec<Event> {
         self.run(Command::Deposit { account: AccountId(account), currency, amount })
     }

@@ -56,7 +56,8 @@ use amdahl_engine::{Engine, EngineConfig};
 use amdahl_ledger::Entry;
 use amdahl_types::{
     AccountId, AmendOrder, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId,
-    NewOrder, OrdType, OrderId, Price, Qty, Seq, Sequenced, Side, TimeInForce, Timestamp,
+    NewOrder, OrdType, OrderId, Price, Qty, RejectReason, Seq, Sequenced, Side, TimeInForce,
+    Timestamp,
 };
 use proptest::prelude::*;
 
@@ -279,6 +280,8 @@ struct Opts {
 #[derive(Default)]
 struct Outcome {
     commands: Vec<Sequenced>,
+    /// The number of commands in each group.
+    cuts: Vec<usize>,
     events: Vec<Event>,
     hash: u128,
     /// Property-9 violations (only collected, asserted by its own test).
@@ -1199,133 +1202,153 @@ fn run_checked(ops: &[Op], cuts: &[u8], opts: &Opts) -> Result<Outcome, String> 
     let mut time = T0;
     let mut seq = 0u64;
     let mut sizes = group_sizes(cuts);
-    let mut in_group = 0usize;
-    let mut group_len = sizes.next().unwrap();
 
     let mut steps: Vec<Result<Command, Op>> = deposits().into_iter().map(Ok).collect();
     steps.extend(ops.iter().map(|&o| Err(o)));
     let n = steps.len();
-    for (i, step) in steps.into_iter().enumerate() {
-        let command = match step {
-            Ok(c) => c,
-            Err(Op::Jump { hours }) => {
-                time += hours as i64 * HOUR;
-                if i + 1 < n {
-                    continue;
-                }
-                // A trailing jump: still close the last group below.
-                Command::Deposit { account: AccountId(0), currency: XBT, amount: 1 }
-            }
-            Err(op) => {
-                gen_.live.clear();
-                gen_.live.extend(chk.orders.iter().map(|(&id, o)| (OrderId(id), o.account)));
-                gen_.materialize(op, &engine)
-            }
-        };
-        seq += 1;
-        time += 1_000_000;
-        let cmd = stamp(seq, time, command);
-        out.commands.push(cmd);
-        let fail =
-            |msg: String, cmds: &[Sequenced]| Err(format!("{msg}\nat seq {seq}\n{}", dump(cmds)));
-
-        let wallets_before = balances(&engine);
-        let before = engine.state_hash();
-        let prev_day = out.commands.len().checked_sub(2).map(|i| out.commands[i].time.day());
-        let new_day = prev_day.is_some_and(|d| d != cmd.time.day());
-        let mut evs = Vec::new();
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| engine.apply(&cmd, &mut evs))) {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            return fail(format!("engine panicked in apply: {msg}"), &out.commands);
-        }
-        // 5: a command that was only refused changed nothing.
-        if matches!(evs.as_slice(), [Event::Rejected { .. }])
-            && (opts.strict_day_roll || !new_day)
-            && engine.state_hash() != before
+    let mut steps = steps.into_iter().enumerate();
+    let mut group: Vec<Sequenced> = Vec::new();
+    loop {
+        // A group is materialized against the state the last group left, and stage R sees it
+        // whole before any of it is applied.
+        // The deposits are a group of their own: R sees their money from the next group on.
+        let group_len =
+            if out.commands.is_empty() { deposits().len() } else { sizes.next().unwrap() };
+        group.clear();
+        gen_.live.clear();
+        gen_.live.extend(chk.orders.iter().map(|(&id, o)| (OrderId(id), o.account)));
+        while group.len() < group_len
+            && let Some((i, step)) = steps.next()
         {
-            return fail(
-                format!("a rejected command changed the state hash: {evs:?}"),
-                &out.commands,
-            );
+            let command = match step {
+                Ok(c) => c,
+                Err(Op::Jump { hours }) => {
+                    time += hours as i64 * HOUR;
+                    if i + 1 < n {
+                        continue;
+                    }
+                    // A trailing jump: still close the last group below.
+                    Command::Deposit { account: AccountId(0), currency: XBT, amount: 1 }
+                }
+                Err(op) => gen_.materialize(op, &engine),
+            };
+            seq += 1;
+            time += 1_000_000;
+            let cmd = stamp(seq, time, command);
+            out.commands.push(cmd);
+            group.push(cmd);
         }
-        if evs.iter().any(|e| matches!(e, Event::Rejected { .. })) && evs.len() > 1 {
-            // Refusals are single events (a day roll may precede one, with its cancels).
-            if !evs.iter().all(|e| {
-                matches!(
-                    e,
-                    Event::Rejected { .. }
-                        | Event::OrderCanceled { reason: CancelReason::Expired, .. }
-                )
-            }) {
-                return fail(format!("Rejected mixed with other events: {evs:?}"), &out.commands);
+        let Some(last) = group.last().map(|c| c.seq) else { break };
+        let first = out.commands.len() - group.len();
+        engine.begin_group(&group);
+        for (k, &cmd) in group.iter().enumerate() {
+            let seq = cmd.seq.0;
+            let fail = |msg: String, cmds: &[Sequenced]| {
+                Err(format!("{msg}\nat seq {seq}\n{}", dump(cmds)))
+            };
+
+            let wallets_before = balances(&engine);
+            let before = engine.state_hash();
+            let prev_day = (first + k).checked_sub(1).map(|i| out.commands[i].time.day());
+            let new_day = prev_day.is_some_and(|d| d != cmd.time.day());
+            let mut evs = Vec::new();
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| engine.apply(&cmd, &mut evs))) {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                return fail(format!("engine panicked in apply: {msg}"), &out.commands);
             }
-        }
-        // 10: every balance change is explained by the command's events.
-        if let Err(e) = reconcile(&engine, &wallets_before, &evs) {
-            if opts.check_money_events {
+            // 5: a command that was only refused changed nothing.
+            if matches!(evs.as_slice(), [Event::Rejected { .. }])
+                && (opts.strict_day_roll || !new_day)
+                && engine.state_hash() != before
+            {
+                return fail(
+                    format!("a rejected command changed the state hash: {evs:?}"),
+                    &out.commands,
+                );
+            }
+            if evs.iter().any(|e| matches!(e, Event::Rejected { .. })) && evs.len() > 1 {
+                // Refusals are single events (a day roll may precede one, with its cancels).
+                if !evs.iter().all(|e| {
+                    matches!(
+                        e,
+                        Event::Rejected { .. }
+                            | Event::OrderCanceled { reason: CancelReason::Expired, .. }
+                    )
+                }) {
+                    return fail(
+                        format!("Rejected mixed with other events: {evs:?}"),
+                        &out.commands,
+                    );
+                }
+            }
+            // 10: every balance change is explained by the command's events.
+            if let Err(e) = reconcile(&engine, &wallets_before, &evs) {
+                if opts.check_money_events {
+                    return fail(
+                        format!("{e}\nevents of the command:\n{}", evs_lines(&evs)),
+                        &out.commands,
+                    );
+                }
+                chk.announced.push(e);
+            }
+            // A withdrawal never leaves the account's available balance negative.
+            if let [Event::Withdrawn { account, currency, .. }] = evs.as_slice()
+                && engine.available(*account, *currency) < 0
+            {
+                return fail(
+                    format!(
+                        "withdrawal left available {} < 0",
+                        engine.available(*account, *currency)
+                    ),
+                    &out.commands,
+                );
+            }
+            for e in &evs {
+                if let Event::OrderAccepted { order, account, .. } = *e {
+                    gen_.seen.push((order, account));
+                    gen_.max_id = gen_.max_id.max(order.0);
+                }
+            }
+            if let Err(e) = chk.events(&engine, &cmd, &evs) {
                 return fail(
                     format!("{e}\nevents of the command:\n{}", evs_lines(&evs)),
                     &out.commands,
                 );
             }
-            chk.announced.push(e);
+            if let Err(e) = chk.state(&engine) {
+                return fail(
+                    format!("{e}\nevents of the command:\n{}", evs_lines(&evs)),
+                    &out.commands,
+                );
+            }
+            out.events.extend_from_slice(&evs);
         }
-        // A withdrawal never leaves the account's available balance negative.
-        if let [Event::Withdrawn { account, currency, .. }] = evs.as_slice()
-            && engine.available(*account, *currency) < 0
-        {
-            return fail(
-                format!("withdrawal left available {} < 0", engine.available(*account, *currency)),
-                &out.commands,
-            );
-        }
-        for e in &evs {
-            if let Event::OrderAccepted { order, account, .. } = *e {
-                gen_.seen.push((order, account));
-                gen_.max_id = gen_.max_id.max(order.0);
+        let mut gev = Vec::new();
+        let ok = catch_unwind(AssertUnwindSafe(|| engine.end_group(last, &mut gev)));
+        match ok {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "end_group failed: {:?} {gev:?}\n{}",
+                    engine.halt_evidence(),
+                    dump(&out.commands)
+                ));
+            }
+            Err(_) => {
+                return Err(format!("engine panicked in end_group\n{}", dump(&out.commands)));
             }
         }
-        if let Err(e) = chk.events(&engine, &cmd, &evs) {
-            return fail(
-                format!("{e}\nevents of the command:\n{}", evs_lines(&evs)),
-                &out.commands,
-            );
+        if !gev.is_empty() {
+            return Err(format!("end_group emitted {gev:?}\n{}", dump(&out.commands)));
         }
-        if let Err(e) = chk.state(&engine) {
-            return fail(
-                format!("{e}\nevents of the command:\n{}", evs_lines(&evs)),
-                &out.commands,
-            );
+        if let Err(e) = engine.audit_full() {
+            return Err(format!("audit_full: {e:?}\n{}", dump(&out.commands)));
         }
-        out.events.extend_from_slice(&evs);
-
-        in_group += 1;
-        if in_group == group_len || i + 1 == n {
-            let mut gev = Vec::new();
-            let ok = catch_unwind(AssertUnwindSafe(|| engine.end_group(cmd.seq, &mut gev)));
-            match ok {
-                Ok(true) => {}
-                Ok(false) => {
-                    return fail(
-                        format!("end_group failed: {:?} {gev:?}", engine.halt_evidence()),
-                        &out.commands,
-                    );
-                }
-                Err(_) => return fail("engine panicked in end_group".into(), &out.commands),
-            }
-            if !gev.is_empty() {
-                return fail(format!("end_group emitted {gev:?}"), &out.commands);
-            }
-            if let Err(e) = engine.audit_full() {
-                return fail(format!("audit_full: {e:?}"), &out.commands);
-            }
-            in_group = 0;
-            group_len = sizes.next().unwrap();
-        }
+        out.cuts.push(group.len());
     }
     if opts.check_announced && !chk.announced.is_empty() {
         return Err(format!(
@@ -1342,48 +1365,89 @@ fn run_checked(ops: &[Op], cuts: &[u8], opts: &Opts) -> Result<Outcome, String> 
     Ok(out)
 }
 
-/// Replay a concrete stream with other cuts; returns (events, final hash).
-fn replay(commands: &[Sequenced], cuts: &[u8]) -> (Vec<Event>, u128, bool) {
-    let mut engine = Engine::new(&config());
+/// Replay a concrete stream cut into groups of `cuts` commands, on an engine of `shards`
+/// account shards; returns (events, final hash, whether every audit passed).
+fn replay(commands: &[Sequenced], cuts: &[usize], shards: u32) -> (Vec<Event>, u128, bool) {
+    let mut engine = Engine::with_shards(&config(), shards);
     let mut events = Vec::new();
-    let mut sizes = group_sizes(cuts);
-    let mut group_len = sizes.next().unwrap();
-    let mut in_group = 0;
     let mut all_ok = true;
-    for (i, cmd) in commands.iter().enumerate() {
-        engine.apply(cmd, &mut events);
-        in_group += 1;
-        if in_group == group_len || i + 1 == commands.len() {
-            all_ok &= engine.end_group(cmd.seq, &mut events);
-            in_group = 0;
-            group_len = sizes.next().unwrap();
-        }
+    let mut at = 0;
+    for &len in cuts {
+        all_ok &= engine.apply_group(&commands[at..at + len], &mut events);
+        at += len;
     }
     (events, engine.state_hash(), all_ok)
 }
 
-fn check_stream(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], opts: &Opts) -> Result<(), String> {
-    let out = run_checked(ops, cuts_a, opts)?;
-    // 6: other cuts, same events, same state.
-    let (events, hash, ok) = replay(&out.commands, cuts_b);
-    if !ok {
-        return Err(format!("the replay with other cuts halted\n{}", dump(&out.commands)));
-    }
-    if events != out.events {
+/// Whether an event is a margin refusal: stage R's, or a stop's when it triggers. Only
+/// these depend on where groups are cut (DESIGN.md §2); everything else follows from them.
+fn margin_refusal(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::Rejected {
+            reason: RejectReason::InsufficientAvailableBalance | RejectReason::RiskLimitExceeded,
+            ..
+        } | Event::OrderCanceled { reason: CancelReason::InsufficientBalance, .. }
+    )
+}
+
+/// Compare a replay with the first pass: `Ok(true)` if identical, `Ok(false)` if it
+/// differs and `may_differ`, else the difference.
+fn same_run(
+    out: &Outcome,
+    (events, hash, ok): (Vec<Event>, u128, bool),
+    what: &str,
+    may_differ: impl Fn(&[Event]) -> bool,
+) -> Result<bool, String> {
+    let differs = if !ok {
+        Some("it halted".to_string())
+    } else if events != out.events {
         let i = events
             .iter()
             .zip(&out.events)
             .position(|(a, b)| a != b)
             .unwrap_or(events.len().min(out.events.len()));
-        return Err(format!(
-            "event streams differ at {i}: {:?} vs {:?}\n{}",
-            out.events.get(i),
-            events.get(i),
-            dump(&out.commands)
-        ));
+        Some(format!("events differ at {i}: {:?} vs {:?}", out.events.get(i), events.get(i)))
+    } else if hash != out.hash {
+        Some("final state hashes differ".to_string())
+    } else {
+        None
+    };
+    match differs {
+        None => Ok(true),
+        Some(_) if may_differ(&events) => Ok(false),
+        Some(d) => Err(format!("{what}: {d}\n{}", dump(&out.commands))),
     }
-    if hash != out.hash {
-        return Err(format!("final state hashes differ\n{}", dump(&out.commands)));
+}
+
+fn check_stream(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], opts: &Opts) -> Result<(), String> {
+    let out = run_checked(ops, cuts_a, opts)?;
+    // 6a: the same cuts on other account-shard counts: stage R per shard, merged by
+    // sequence number, decides what one shard decides.
+    for shards in [2, 7] {
+        let run = replay(&out.commands, &out.cuts, shards);
+        same_run(&out, run, &format!("{shards} shards"), |_| false)?;
+    }
+    // 6b: other cuts give the same events and state, unless either run refused margin.
+    let mut other = Vec::new();
+    let mut left = out.commands.len();
+    for len in group_sizes(cuts_b) {
+        if left == 0 {
+            break;
+        }
+        other.push(len.min(left));
+        left -= len.min(left);
+    }
+    // The first difference must be a margin decision: one run refused where the other
+    // did not (everything before it was decided alike, so it is the same).
+    let run = replay(&out.commands, &other, 1);
+    let equal = same_run(&out, run, "other cuts", |events| {
+        let d = events.iter().zip(&out.events).take_while(|(a, b)| a == b).count();
+        events.get(d).is_some_and(margin_refusal) || out.events.get(d).is_some_and(margin_refusal)
+    })?;
+    if std::env::var_os("AMDAHL_PROP_STATS").is_some() {
+        let how = if equal { "identical" } else { "first difference: a margin decision" };
+        eprintln!("other cuts: {how}");
     }
     Ok(())
 }

@@ -39,8 +39,8 @@ use amdahl_risk::Position;
 use amdahl_risk::fair::MarkMethod;
 use amdahl_risk::index::IndexConfig;
 use amdahl_types::{
-    AccountId, Command, Currency, Event, ExecInst, Leverage, MarketId, NewOrder, OrdType, OrderId,
-    Price, Qty, Rate, Seq, Sequenced, Side, TimeInForce, Timestamp,
+    AccountId, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId, NewOrder,
+    OrdType, OrderId, Price, Qty, Rate, RejectReason, Seq, Sequenced, Side, TimeInForce, Timestamp,
 };
 use proptest::prelude::*;
 
@@ -288,6 +288,9 @@ struct Stats {
     fund_market_orders: u64,
     resting_liquidation_orders: u64,
     groups: u64,
+    /// Replays with other cuts: identical, or first different at a margin decision.
+    other_cuts_equal: u64,
+    other_cuts_at_margin: u64,
 }
 
 /// Property 3 for one `Liquidate` command: follow the liquidation engine's position and the
@@ -455,6 +458,8 @@ struct Outcome {
     stream: Vec<Sequenced>,
     /// (number of commands applied, the liquidations taken then) at every group end.
     feeds: Vec<(usize, Vec<Command>)>,
+    /// The number of commands in each group.
+    cuts: Vec<usize>,
     events: Vec<Event>,
     hash: u128,
     stats: Stats,
@@ -482,6 +487,7 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
     let mut out = Outcome {
         stream: Vec::new(),
         feeds: Vec::new(),
+        cuts: Vec::new(),
         events: Vec::new(),
         hash: 0,
         stats: Stats::default(),
@@ -505,7 +511,8 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
         let end = (next_user + take_user).min(user.len());
         group.extend_from_slice(&user[next_user..end]);
         next_user = end;
-        let mut last = Seq(seq);
+        // Materialized against the state the last group left: stage R sees the group whole.
+        let mut numbered = Vec::with_capacity(group.len());
         for step in group {
             let command = match step {
                 Ok(c) => c,
@@ -515,7 +522,13 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
             let cmd =
                 Sequenced { seq: Seq(seq), time: Timestamp(T0 + seq as i64 * 1_000_000), command };
             out.stream.push(cmd);
-            last = cmd.seq;
+            numbered.push(cmd);
+        }
+        out.cuts.push(numbered.len());
+        let last = numbered.last().map_or(Seq(seq), |c| c.seq);
+        engine.begin_group(&numbered);
+        for &cmd in &numbered {
+            let (seq, command) = (cmd.seq.0, cmd.command);
             let snapshot = match command {
                 Command::Liquidate { market, .. } => Some((
                     market,
@@ -596,58 +609,83 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
     Ok(out)
 }
 
-/// Property 6: replay the user commands of `run` with end_group at other cuts, taking the
-/// liquidations at the first pass's feed points and checking they are regenerated exactly.
-fn replay(run: &Outcome, cuts: &[u8], fund: u8) -> Result<(), String> {
-    let mut engine = Engine::new(&config(fund));
+/// Whether an event is stage R's (or a trigger's) margin refusal: the one decision that
+/// depends on where the groups are cut (DESIGN.md §2).
+fn margin_refusal(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::Rejected {
+            reason: RejectReason::InsufficientAvailableBalance | RejectReason::RiskLimitExceeded,
+            ..
+        } | Event::OrderCanceled { reason: CancelReason::InsufficientBalance, .. }
+    )
+}
+
+/// Property 6: replay the user commands of `run` cut into groups of `cuts` commands on an
+/// engine of `shards` account shards, taking the liquidations at the first pass's feed
+/// points and checking they are regenerated exactly.
+fn replay(run: &Outcome, cuts: &[usize], fund: u8, shards: u32) -> Result<(), Replayed> {
+    let mut engine = Engine::with_shards(&config(fund), shards);
     let mut events = Vec::new();
-    let mut sizes = group_sizes(cuts);
-    let mut group_len = sizes.next().unwrap();
-    let mut in_group = 0usize;
     let mut feeds = run.feeds.iter().peekable();
     let mut regen: VecDeque<Command> = VecDeque::new();
-    let n = run.stream.len();
-    let err = |msg: String| Err(format!("property 6: {msg}\n{}", dump(&run.stream)));
-    for (i, recorded) in run.stream.iter().enumerate() {
-        while let Some((at, taken)) = feeds.peek() {
-            if *at != i {
-                break;
-            }
-            if !regen.is_empty() {
-                return err(format!("liquidations {regen:?} were not fed at seq {}", i + 1));
-            }
-            let mut now = Vec::new();
-            engine.take_liquidations(&mut now);
-            if &now != taken {
-                return err(format!("at seq {}: regenerated {now:?}, first pass {taken:?}", i + 1));
-            }
-            regen.extend(now);
-            feeds.next();
-        }
-        let command = match recorded.command {
-            Command::Liquidate { .. } => match regen.pop_front() {
-                Some(c) => c,
-                None => return err(format!("seq {}: Liquidate not regenerated", i + 1)),
-            },
-            c => {
-                if !regen.is_empty() {
-                    return err(format!("seq {}: {regen:?} not fed", i + 1));
+    let mut at = 0usize;
+    let err = |msg: String, events: &[Event]| {
+        // Where the replay first left the first pass, if it has: a margin decision there
+        // explains everything after it.
+        let d = events.iter().zip(&run.events).take_while(|(a, b)| a == b).count();
+        let refused = events.get(d).is_some_and(margin_refusal)
+            || (d < events.len() && run.events.get(d).is_some_and(margin_refusal));
+        Err(Replayed {
+            refused,
+            msg: format!("property 6 ({shards} shards): {msg}\n{}", dump(&run.stream)),
+        })
+    };
+    for &len in cuts {
+        let group = &run.stream[at..at + len];
+        engine.begin_group(group);
+        for (i, recorded) in group.iter().enumerate().map(|(k, r)| (at + k, r)) {
+            while let Some((fed, taken)) = feeds.peek() {
+                if *fed != i {
+                    break;
                 }
-                c
+                if !regen.is_empty() {
+                    let msg = format!("liquidations {regen:?} were not fed at seq {}", i + 1);
+                    return err(msg, &events);
+                }
+                let mut now = Vec::new();
+                engine.take_liquidations(&mut now);
+                if &now != taken {
+                    let msg =
+                        format!("at seq {}: regenerated {now:?}, first pass {taken:?}", i + 1);
+                    return err(msg, &events);
+                }
+                regen.extend(now);
+                feeds.next();
             }
-        };
-        let cmd = Sequenced { seq: recorded.seq, time: recorded.time, command };
-        if cmd != *recorded {
-            return err(format!("seq {}: replayed {cmd:?}", i + 1));
+            let command = match recorded.command {
+                Command::Liquidate { .. } => match regen.pop_front() {
+                    Some(c) => c,
+                    None => {
+                        return err(format!("seq {}: Liquidate not regenerated", i + 1), &events);
+                    }
+                },
+                c => {
+                    if !regen.is_empty() {
+                        return err(format!("seq {}: {regen:?} not fed", i + 1), &events);
+                    }
+                    c
+                }
+            };
+            let cmd = Sequenced { seq: recorded.seq, time: recorded.time, command };
+            if cmd != *recorded {
+                return err(format!("seq {}: replayed {cmd:?}", i + 1), &events);
+            }
+            engine.apply(&cmd, &mut events);
         }
-        engine.apply(&cmd, &mut events);
-        in_group += 1;
-        if in_group == group_len || i + 1 == n {
-            if !engine.end_group(cmd.seq, &mut events) {
-                return err(format!("the replay halted: {:?}", engine.halt_evidence()));
-            }
-            in_group = 0;
-            group_len = sizes.next().unwrap();
+        at += len;
+        if !engine.end_group(group[len - 1].seq, &mut events) {
+            return err(format!("the replay halted: {:?}", engine.halt_evidence()), &events);
         }
     }
     if events != run.events {
@@ -656,21 +694,50 @@ fn replay(run: &Outcome, cuts: &[u8], fund: u8) -> Result<(), String> {
             .zip(&run.events)
             .position(|(a, b)| a != b)
             .unwrap_or(events.len().min(run.events.len()));
-        return err(format!(
+        let msg = format!(
             "events differ at {i}: first pass {:?}, replay {:?}",
             run.events.get(i),
             events.get(i)
-        ));
+        );
+        return err(msg, &events);
     }
     if engine.state_hash() != run.hash {
-        return err("final state hashes differ".into());
+        return err("final state hashes differ".into(), &events);
     }
     Ok(())
 }
 
+/// Why a replay differed, and whether it first differed at a margin decision (with other
+/// cuts, that is allowed).
+struct Replayed {
+    refused: bool,
+    msg: String,
+}
+
 fn check(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], fund: u8) -> Result<Stats, String> {
-    let run = run_checked(ops, cuts_a, fund)?;
-    replay(&run, cuts_b, fund)?;
+    let mut run = run_checked(ops, cuts_a, fund)?;
+    // 6a. The same cuts on other account-shard counts: stage R's shards, merged by
+    // sequence number, decide exactly what one shard does.
+    for shards in [2, 5] {
+        replay(&run, &run.cuts, fund, shards).map_err(|r| r.msg)?;
+    }
+    // 6b. Other cuts: identical, or the first difference is a margin decision (stage R
+    // decides against the state the last group left, so cuts may change those decisions;
+    // everything before the first one was decided alike).
+    let mut other = Vec::new();
+    let mut left = run.stream.len();
+    for len in group_sizes(cuts_b) {
+        if left == 0 {
+            break;
+        }
+        other.push(len.min(left));
+        left -= len.min(left);
+    }
+    match replay(&run, &other, fund, 1) {
+        Ok(()) => run.stats.other_cuts_equal += 1,
+        Err(r) if r.refused => run.stats.other_cuts_at_margin += 1,
+        Err(r) => return Err(r.msg),
+    }
     if std::env::var_os("AMDAHL_RISK_STATS").is_some() {
         eprintln!("fund {fund} ops {}: {:?}", ops.len(), run.stats);
     }
@@ -730,6 +797,8 @@ fn risk_soak() {
         t.fund_market_orders += s.fund_market_orders;
         t.resting_liquidation_orders += s.resting_liquidation_orders;
         t.groups += s.groups;
+        t.other_cuts_equal += s.other_cuts_equal;
+        t.other_cuts_at_margin += s.other_cuts_at_margin;
         total.set(t);
         Ok(())
     });
@@ -1006,12 +1075,14 @@ fn run_groups(cfg: &EngineConfig, groups: &[Vec<Command>]) -> (Engine, Vec<Event
             group.extend_from_slice(g);
         }
         k += 1;
-        for command in group {
-            seq += 1;
-            let time = Timestamp(T0 + seq as i64 * 1_000_000);
-            engine.apply(&Sequenced { seq: Seq(seq), time, command }, &mut events);
-        }
-        engine.end_group(Seq(seq), &mut events);
+        let numbered: Vec<Sequenced> = group
+            .into_iter()
+            .map(|command| {
+                seq += 1;
+                Sequenced { seq: Seq(seq), time: Timestamp(T0 + seq as i64 * 1_000_000), command }
+            })
+            .collect();
+        engine.apply_group(&numbered, &mut events);
         engine.take_liquidations(&mut pending);
     }
     (engine, events)
@@ -1048,9 +1119,10 @@ fn regression_isolating_an_underwater_cross_position_halts_on_liquidation() {
         vec![
             Command::Deposit { account: AccountId(0), currency: XBT, amount: 5 * ONE_XBT },
             Command::Deposit { account: AccountId(4), currency: XBT, amount: 5_000_000 },
-            Command::Place(buy),
-            Command::Place(sell),
         ],
+        // Stage R checks a group against the state the last one left: the orders come
+        // after the group that credits their margin.
+        vec![Command::Place(buy), Command::Place(sell)],
         vec![
             Command::Mark { market: MarketId(0), price: Price(18_252) },
             Command::SetLeverage {
@@ -1094,6 +1166,10 @@ fn regression_deleveraged_account_left_below_maintenance() {
                 market: MarketId(0),
                 leverage: Leverage(10_000),
             },
+        ],
+        // Stage R checks a group against the state the last one left: the orders come
+        // after the group that credits their margin.
+        vec![
             Command::Place(limit(1, 0, Side::Sell, 10_000, 20_000)),
             Command::Place(limit(0, 0, Side::Buy, 10_000, 20_000)),
             Command::Place(limit(2, 1, Side::Buy, 50, 40_000)),

@@ -10,7 +10,7 @@ use amdahl_engine::testkit::{Harness, limit, market};
 use amdahl_ledger::Entry;
 use amdahl_types::{
     AccountId, AmendOrder, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId,
-    OrdType, OrderId, Price, Qty, RejectReason, Side, TimeInForce,
+    NewOrder, OrdType, OrderId, Price, Qty, RejectReason, Side, TimeInForce,
 };
 
 const XBT: Currency = Currency::XBt;
@@ -228,6 +228,71 @@ fn initial_margin_is_checked_against_available_balance() {
         leverage: Leverage(1000),
     });
     assert_eq!(rejected(&ev), Some(RejectReason::InsufficientAvailableBalance));
+}
+
+/// Stage R (DESIGN.md §2): within a group, new orders are checked against the state the
+/// last group left, plus what earlier orders of the group reserved.
+#[test]
+fn stage_r_checks_a_group_against_the_last_groups_state_plus_its_reservations() {
+    let mut h = Harness::new(&EngineConfig::reference(3));
+    // XBTUSD buy 100 @ 10000.0: |value| 1,000,000 XBt; order margin (cross, IM 1%, two
+    // taker fees of 0.075%) = 10,000 + 1,500 = 11,500 (see the test above).
+    let xbt = limit(0, 0, Side::Buy, 100, px(10000.0));
+    // ETHUSD (quanto, 100 XBt per USD per contract, tick 0.05) buy 5 @ 2000.00 (40,000
+    // ticks): |value| = 5 × 100 × 40,000 / 20 = 1,000,000 XBt; IM 2%: 20,000 + 1,500 =
+    // 21,500. One more contract: 6 × 200,000 = 1,200,000; 24,000 + 1,800 = 25,800.
+    let eth = limit(0, 1, Side::Buy, 5, 40_000);
+    let eth_one_more = limit(0, 1, Side::Buy, 1, 40_000);
+
+    // 1. Reservations add up across markets of one currency. Wallet 33,000 = 11,500 +
+    // 21,500: both fit; the sixth ETHUSD contract needs 25,800 − 21,500 = 4,300 more, and
+    // R has reserved all 33,000.
+    h.deposit(0, XBT, 33_000);
+    let ev = h.run_group(&[Command::Place(xbt), Command::Place(eth), Command::Place(eth_one_more)]);
+    let refusals: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Rejected { seq, reason, .. } => Some((seq.0, *reason)),
+            _ => None,
+        })
+        .collect();
+    let third = h.seq;
+    assert_eq!(refusals, vec![(third, RejectReason::InsufficientAvailableBalance)]);
+    assert_eq!(h.engine.order_hold(AccountId(0), MarketId(0)), 11_500);
+    assert_eq!(h.engine.order_hold(AccountId(0), MarketId(1)), 21_500);
+    assert_eq!(h.engine.available(AccountId(0), XBT), 0);
+
+    // 2. A reservation holds for the whole group, even for an order M then does not rest:
+    // an IOC with nobody to trade with is cancelled, but a second order in its group still
+    // finds its 11,500 reserved. In groups of their own, the IOC's hold is gone first.
+    h.deposit(1, XBT, 11_500);
+    let ioc = NewOrder {
+        time_in_force: TimeInForce::ImmediateOrCancel,
+        ..limit(1, 0, Side::Buy, 100, px(10000.0))
+    };
+    let gtc = limit(1, 0, Side::Buy, 100, px(10000.0));
+    let ev = h.run_group(&[Command::Place(ioc), Command::Place(gtc)]);
+    assert_eq!(rejected(&ev), Some(RejectReason::InsufficientAvailableBalance), "{ev:?}");
+    assert!(ev.iter().any(|e| matches!(e, Event::OrderCanceled { .. })), "the IOC: {ev:?}");
+    assert_eq!(h.engine.order_hold(AccountId(1), MarketId(0)), 0);
+    h.run(Command::Place(ioc));
+    let ev = h.run(Command::Place(gtc));
+    assert_eq!(rejected(&ev), None, "{ev:?}");
+    assert_eq!(h.engine.order_hold(AccountId(1), MarketId(0)), 11_500);
+
+    // 3. A deposit is seen from the next group on: R checked the order against the
+    // wallet the last group left (0).
+    let order = limit(2, 0, Side::Buy, 100, px(10000.0));
+    let before = h.engine.state_hash();
+    let ev = h.run_group(&[
+        Command::Deposit { account: AccountId(2), currency: XBT, amount: 11_500 },
+        Command::Place(order),
+    ]);
+    assert_eq!(rejected(&ev), Some(RejectReason::InsufficientAvailableBalance));
+    assert_ne!(h.engine.state_hash(), before, "the deposit itself was taken");
+    assert_eq!(wallet(&h, 2, XBT), 11_500);
+    let ev = h.run(Command::Place(order));
+    assert_eq!(rejected(&ev), None);
 }
 
 #[test]

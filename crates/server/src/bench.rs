@@ -255,6 +255,7 @@ struct Timed {
     group_ns: Histogram<u64>,
     audit_ns: Histogram<u64>,
     audit_total_ns: u64,
+    risk_ns: Histogram<u64>,
     sink: CountingSink,
     groups: u64,
     seconds: f64,
@@ -269,6 +270,7 @@ impl Timed {
             group_ns: histogram(),
             audit_ns: histogram(),
             audit_total_ns: 0,
+            risk_ns: histogram(),
             sink,
             groups: 0,
             seconds: 0.0,
@@ -294,6 +296,7 @@ fn timed_run(
     let allocations = amdahl_alloc::allocations();
     let start = Instant::now();
     let mut t = start;
+    let mut numbered: Vec<Sequenced> = Vec::with_capacity(group_size + (1 << 16));
     for group in commands.chunks(group_size) {
         let group_start = t;
         let fed_back = liquidations.drain(..).map(|command| Sequenced {
@@ -301,12 +304,19 @@ fn timed_run(
             time: group[0].time,
             command,
         });
-        let mut last = Seq(0);
+        numbered.clear();
         for cmd in fed_back.chain(group.iter().copied()) {
-            let cmd = Sequenced { seq: Seq(seq), ..cmd };
+            numbered.push(Sequenced { seq: Seq(seq), ..cmd });
             seq += 1;
-            last = cmd.seq;
-            engine.apply(&cmd, &mut m.sink);
+        }
+        let last = numbered.last().expect("a chunk is never empty").seq;
+        // Stage R for the whole group, before any of it is matched.
+        engine.begin_group(&numbered);
+        let now = Instant::now();
+        m.risk_ns.saturating_record(ns(now - t));
+        t = now;
+        for cmd in &numbered {
+            engine.apply(cmd, &mut m.sink);
             let now = Instant::now();
             m.command_ns.saturating_record(ns(now - t));
             if matches!(cmd.command, Command::Mark { .. }) {
@@ -375,6 +385,7 @@ fn serial_run(config: &WorkloadConfig, workload: &Generated) -> RunReport {
         group_ns,
         audit_ns,
         audit_total_ns,
+        risk_ns,
         sink,
         groups,
         seconds,
@@ -408,6 +419,7 @@ fn serial_run(config: &WorkloadConfig, workload: &Generated) -> RunReport {
         "group_latency_ns": percentiles(&group_ns),
         "audit_ns_per_group": percentiles(&audit_ns),
         "audit_seconds": audit_total_ns as f64 / 1e9,
+        "risk_ns_per_group": percentiles(&risk_ns),
         "timer_overhead_ns": overhead,
         "allocations": allocations,
         "allocations_per_command": allocations as f64 / commands.max(1) as f64,

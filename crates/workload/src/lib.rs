@@ -649,20 +649,20 @@ pub fn apply_grouped<S: EventSink>(
     let mut ok = true;
     let mut seq = commands.first().map_or(1, |c| c.seq.0);
     let mut liquidations = Vec::new();
+    let mut numbered = Vec::with_capacity(group_size.max(1));
     for group in commands.chunks(group_size.max(1)) {
         let time = group[0].time;
-        let fed_back = liquidations
-            .drain(..)
-            .map(|command| Sequenced { seq: amdahl_types::Seq(0), time, command })
-            .collect::<Vec<_>>();
-        let mut last = amdahl_types::Seq(0);
-        for cmd in fed_back.into_iter().chain(group.iter().copied()) {
-            let cmd = Sequenced { seq: amdahl_types::Seq(seq), ..cmd };
+        let fed_back = liquidations.drain(..).map(|command| Sequenced {
+            seq: amdahl_types::Seq(0),
+            time,
+            command,
+        });
+        numbered.clear();
+        for cmd in fed_back.chain(group.iter().copied()) {
+            numbered.push(Sequenced { seq: amdahl_types::Seq(seq), ..cmd });
             seq += 1;
-            last = cmd.seq;
-            engine.apply(&cmd, sink);
         }
-        ok &= engine.end_group(last, sink);
+        ok &= engine.apply_group(&numbered, sink);
         engine.take_liquidations(&mut liquidations);
     }
     ok
