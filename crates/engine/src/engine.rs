@@ -743,16 +743,17 @@ impl Engine {
             return Err(RejectReason::PostOnlyWouldCross);
         }
         if !o.exec_inst.is_reduce_only() && !o.ord_type.is_conditional() {
-            // Stage R decided this order before the group was matched.
-            let refusal = match decided {
-                Some(decision) => decision,
-                None => {
-                    debug_assert!(!self.group_begun, "R decides every order that gets here");
-                    let v = self.margin_value(o.market, o.side, o.qty, o.price);
-                    self.margin_refusal(o.account, o.market, o.side, o.qty.0, v)
-                }
-            };
-            if let Some(reason) = refusal {
+            // Stage R decided this order before the group was matched, against the last
+            // group's state. An order R accepted must also fit what the account holds now:
+            // fills, fees, marks, leverage changes and margin transfers earlier in the
+            // group may have spent what R counted on, and an order the wallet cannot back
+            // makes a position whose loss the wallet cannot pay.
+            debug_assert!(decided.is_some() || !self.group_begun, "R decides every order here");
+            if let Some(Some(reason)) = decided {
+                return Err(reason);
+            }
+            let v = self.margin_value(o.market, o.side, o.qty, o.price);
+            if let Some(reason) = self.margin_refusal(o.account, o.market, o.side, o.qty.0, v) {
                 return Err(reason);
             }
         }

@@ -9,7 +9,10 @@
 //! order's margin decision from R and checks everything else against current state.
 //!
 //! What R decides: the risk limit and the available balance for new orders that open
-//! exposure (not ReduceOnly, not conditional). A reservation lives only for its group: at
+//! exposure (not ReduceOnly, not conditional). An order R accepts is checked once more by
+//! M against current state (see `validate_new`), so R can only refuse more, never let an
+//! account commit money that earlier commands of the group spent. A reservation lives only
+//! for its group: at
 //! the group's end the order's real hold, if it rests, is in the account's aggregates.
 //! What stays with M, against current state: amendments, stops when they trigger,
 //! withdrawals, leverage and margin transfers (they act on orders and positions M owns).
