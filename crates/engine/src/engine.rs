@@ -171,9 +171,15 @@ pub struct Engine {
     /// Stage R, one part per account shard (the same ranges as `shards`).
     pub(crate) risk: Vec<crate::risk::RiskShard>,
     /// R's decisions for the open group's new orders, merged in sequence order.
-    pub(crate) decisions: Vec<(Seq, Option<RejectReason>)>,
+    pub(crate) decisions: Vec<crate::risk::Decision>,
     /// How many of `decisions` M has taken.
     decided: usize,
+    /// Per account: the group (`groups + 1`) in which M last wrote anything R reads (wallet,
+    /// positions, order aggregates); and whether a command of this group moved prices for
+    /// everyone (a mark, an index, the clock's funding and settlement). Together they tell
+    /// M when an account still stands where R saw it.
+    written: Vec<u64>,
+    group_wide: bool,
     /// Whether `begin_group` opened the current group, and the commands applied in it.
     group_begun: bool,
     group_applied: u64,
@@ -271,6 +277,8 @@ impl Engine {
                 .collect(),
             decisions: Vec::with_capacity(1 << 12),
             decided: 0,
+            written: vec![0; rows],
+            group_wide: false,
             group_begun: false,
             group_applied: 0,
         }
@@ -387,6 +395,7 @@ impl Engine {
     /// Recompute an account's cross sums in `currency` from its positions (see
     /// `cross_base`), at the marks the remargin passes last moved them to.
     pub(crate) fn refresh_cross(&mut self, account: AccountId, currency: Currency) {
+        self.touch(account);
         let (mut base, mut iso) = (0i128, 0u32);
         // The liquidation engine has no margin: it is worked out, never liquidated.
         let markets =
@@ -460,22 +469,28 @@ impl Engine {
             shard.clear();
         }
         // Each shard's list is in sequence order already; this only interleaves them.
-        self.decisions.sort_unstable_by_key(|&(seq, _)| seq);
+        self.decisions.sort_unstable_by_key(|d| d.seq);
     }
 
     /// Stage R's decision for the new order of command `seq`, if R decided it. Commands
     /// are applied in sequence order, so the decisions are taken in order too.
-    fn take_decision(&mut self, seq: Seq) -> Option<Option<RejectReason>> {
-        while let Some(&(at, decision)) = self.decisions.get(self.decided) {
-            if at > seq {
+    fn take_decision(&mut self, seq: Seq) -> Option<crate::risk::Decision> {
+        while let Some(&d) = self.decisions.get(self.decided) {
+            if d.seq > seq {
                 break;
             }
             self.decided += 1;
-            if at == seq {
-                return Some(decision);
+            if d.seq == seq {
+                return Some(d);
             }
         }
         None
+    }
+
+    /// Note that M changed something of `account` that stage R reads.
+    #[inline]
+    pub(crate) fn touch(&mut self, account: AccountId) {
+        self.written[account.0 as usize] = self.groups + 1;
     }
 
     /// A whole group: `begin_group`, `apply` each command, `end_group`. Returns what
@@ -519,6 +534,15 @@ impl Engine {
             return;
         }
         self.now = cmd.time;
+        if matches!(
+            cmd.command,
+            Command::Mark { .. }
+                | Command::Index { .. }
+                | Command::IndexPrice { .. }
+                | Command::Tick
+        ) {
+            self.group_wide = true;
+        }
         self.roll_day(cmd.time, seq, sink);
         match cmd.command {
             Command::Deposit { account, currency, amount } => {
@@ -557,6 +581,7 @@ impl Engine {
         self.group_applied = 0;
         self.decisions.clear();
         self.decided = 0;
+        self.group_wide = false;
         if self.halt.is_some() {
             return false;
         }
@@ -623,6 +648,7 @@ impl Engine {
         if let Some(reason) = self.money_refusal(account, amount) {
             return self.reject(seq, account, reason, 0, sink);
         }
+        self.touch(account);
         edit(&mut self.ledger).deposit(account, currency, amount).expect("validated");
         sink.emit(Event::Deposited { seq, account, currency, amount });
     }
@@ -641,6 +667,7 @@ impl Engine {
         if self.available(account, currency) < amount {
             return self.reject(seq, account, RejectReason::InsufficientAvailableBalance, 0, sink);
         }
+        self.touch(account);
         edit(&mut self.ledger).withdraw(account, currency, amount).expect("available covers it");
         sink.emit(Event::Withdrawn { seq, account, currency, amount });
     }
@@ -651,7 +678,7 @@ impl Engine {
     /// `decided`: stage R's margin decision for the order, if R saw it.
     fn validate_new(
         &self,
-        decided: Option<Option<RejectReason>>,
+        decided: Option<crate::risk::Decision>,
         mut o: NewOrder,
     ) -> Result<NewOrder, RejectReason> {
         if !self.known_account(o.account) {
@@ -747,14 +774,25 @@ impl Engine {
             // group's state. An order R accepted must also fit what the account holds now:
             // fills, fees, marks, leverage changes and margin transfers earlier in the
             // group may have spent what R counted on, and an order the wallet cannot back
-            // makes a position whose loss the wallet cannot pay.
+            // makes a position whose loss the wallet cannot pay. Where R saw exactly the
+            // state M sees — R reserved nothing before it for the account's currency, M
+            // wrote nothing of the account and no price moved, and a limit price (a Market
+            // order is valued off the book, which moves) — R's decision is that check.
             debug_assert!(decided.is_some() || !self.group_begun, "R decides every order here");
-            if let Some(Some(reason)) = decided {
+            if let Some(crate::risk::Decision { refusal: Some(reason), .. }) = decided {
                 return Err(reason);
             }
-            let v = self.margin_value(o.market, o.side, o.qty, o.price);
-            if let Some(reason) = self.margin_refusal(o.account, o.market, o.side, o.qty.0, v) {
-                return Err(reason);
+            let same = decided.is_some_and(|d| d.fresh)
+                && o.price.is_some()
+                && !self.group_wide
+                && self.written[o.account.0 as usize] != self.groups + 1;
+            if !same || cfg!(debug_assertions) {
+                let v = self.margin_value(o.market, o.side, o.qty, o.price);
+                let refusal = self.margin_refusal(o.account, o.market, o.side, o.qty.0, v);
+                debug_assert!(!same || refusal.is_none(), "R saw this state: {refusal:?}");
+                if let Some(reason) = refusal {
+                    return Err(reason);
+                }
             }
         }
         let book = &self.books[o.market.0 as usize];
@@ -925,6 +963,7 @@ impl Engine {
     }
 
     pub(crate) fn add_record(&mut self, record: OrderRecord) -> u32 {
+        self.touch(record.account);
         let slot = self.orders.insert(record).expect("capacity checked before acceptance");
         let i = self.pm(record.account, record.market);
         let mut head = self.accounts[i].head;
@@ -942,6 +981,7 @@ impl Engine {
     }
 
     fn drop_record(&mut self, slot: u32) -> OrderRecord {
+        self.touch(self.orders.get(slot).account);
         self.unhold(slot);
         let r = *self.orders.get(slot);
         let i = self.pm(r.account, r.market);
@@ -961,6 +1001,7 @@ impl Engine {
 
     /// Count a resting order's leaves in its account's order-margin aggregates.
     fn hold(&mut self, slot: u32) {
+        self.touch(self.orders.get(slot).account);
         let r = *self.orders.get(slot);
         if r.is_reduce_only() || r.held_value != 0 || r.leaves.0 == 0 {
             return;
@@ -976,6 +1017,7 @@ impl Engine {
     }
 
     fn unhold(&mut self, slot: u32) {
+        self.touch(self.orders.get(slot).account);
         let r = *self.orders.get(slot);
         if r.held_value == 0 {
             return;

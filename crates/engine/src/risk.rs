@@ -31,6 +31,18 @@ use crate::engine::Engine;
 use crate::margin::AccountMarket;
 use crate::orders::NIL;
 
+/// R's decision on one new order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Decision {
+    /// The order's command.
+    pub seq: Seq,
+    /// Why R refused it, or `None`: accepted and reserved.
+    pub refusal: Option<RejectReason>,
+    /// R reserved nothing before it for the account in the order's currency: it was
+    /// checked against the last group's state alone.
+    pub fresh: bool,
+}
+
 /// One account shard's part of stage R: the group's reservations for its accounts, and
 /// its decisions in sequence order. Capacity is reserved up front; a group with more new
 /// orders than that grows it once.
@@ -46,8 +58,8 @@ pub(crate) struct RiskShard {
     /// Per (local account, currency): where the hold reserved so far sits in `held`.
     held_at: Vec<u32>,
     held: Vec<(u32, Money)>,
-    /// (the order's command, R's refusal or `None` for accepted), in sequence order.
-    pub decisions: Vec<(Seq, Option<RejectReason>)>,
+    /// In sequence order.
+    pub decisions: Vec<Decision>,
 }
 
 /// New orders per group a shard has room for before it grows.
@@ -96,13 +108,14 @@ impl Engine {
             if !shard.owns(o.account) || !self.margin_checkable(o) {
                 continue;
             }
-            let decision = self.reserve(shard, o);
-            shard.decisions.push((cmd.seq, decision));
+            let (refusal, fresh) = self.reserve(shard, o);
+            shard.decisions.push(Decision { seq: cmd.seq, refusal, fresh });
         }
     }
 
     /// Check one new order against its account's reserved state; reserve it if it passes.
-    fn reserve(&self, shard: &mut RiskShard, o: &NewOrder) -> Option<RejectReason> {
+    /// Returns the refusal, and whether nothing was reserved before it in its currency.
+    fn reserve(&self, shard: &mut RiskShard, o: &NewOrder) -> (Option<RejectReason>, bool) {
         let inst = &self.markets[o.market.0 as usize].inst;
         let local = (o.account.0 - shard.first) as usize;
         let am_at = local * shard.markets + o.market.0 as usize;
@@ -116,11 +129,14 @@ impl Engine {
             NIL => 0,
             k => shard.held[k as usize].1,
         };
+        // A reservation in a market is always entered in its currency's hold too, so none
+        // in the currency means none in the market either.
+        let fresh = shard.held_at[held_at] == NIL;
         let value = self.margin_value(o.market, o.side, o.qty, o.price);
         let more = match self.margin_check(o.account, o.market, o.side, o.qty.0, value, &base, held)
         {
             Ok(more) => more,
-            Err(reason) => return Some(reason),
+            Err(reason) => return (Some(reason), fresh),
         };
         let mut am = base;
         am.add(o.side, o.qty.0, value);
@@ -138,7 +154,7 @@ impl Engine {
             }
             k => shard.held[k as usize].1 += more,
         }
-        None
+        (None, fresh)
     }
 
     /// Whether a new order reaches the margin check in `validate_new` whenever current
