@@ -912,6 +912,51 @@ impl Engine {
         }
     }
 
+    /// An order that reduces its account's position may not trade past the position's
+    /// bankruptcy price: there the loss it realises would exceed the margin behind the
+    /// position, and the wallet could not pay it (the insurance fund would, and an empty
+    /// fund halts the engine). Returns `limit` narrowed to the bankruptcy price where it
+    /// reaches past it; the rest of the order is then treated as out of price range.
+    /// The liquidation engine, which works positions out at their bankruptcy price by
+    /// design, is exempt.
+    pub(crate) fn solvent_limit(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        side: Side,
+        limit: Option<Price>,
+    ) -> Option<Price> {
+        let pos = &self.positions[self.pm(account, market)];
+        let reduces = match side {
+            Side::Buy => pos.qty < 0,
+            Side::Sell => pos.qty > 0,
+        };
+        if !reduces || account == self.liquidator {
+            return limit;
+        }
+        let inst = &self.markets[market.0 as usize].inst;
+        let worst = limit.unwrap_or(self.protection_price(market, side));
+        // Solvent at the worst price: the position's value there covers cost − margin
+        // (the usual case, one valuation, no search).
+        let wallet = self.ledger.wallet(account, inst.settle);
+        let margin = self.position_margin(account, market).min(wallet.max(0));
+        let floor = pos.cost as i128 - margin as i128;
+        if inst.value(Qty(pos.qty), worst) as i128 >= floor {
+            return limit;
+        }
+        // Insolvent at every price: trade nothing (liquidation works the position out).
+        let edge = match side {
+            Side::Sell => inst.max_price,
+            Side::Buy => Price(1),
+        };
+        let bankrupt =
+            amdahl_risk::liquidation::bankruptcy_price(inst, pos, margin).unwrap_or(edge);
+        Some(match side {
+            Side::Sell => worst.max(bankrupt),
+            Side::Buy => worst.min(bankrupt),
+        })
+    }
+
     /// The worst price a Market order may trade at: the edge of the band around the mark
     /// (BitMEX stops a Market order before it walks the book without limit).
     pub(crate) fn protection_price(&self, market: MarketId, side: Side) -> Price {
@@ -1042,6 +1087,7 @@ impl Engine {
             OrdType::Market => Some(self.protection_price(r.market, r.side)),
             _ => r.price,
         };
+        let limit = self.solvent_limit(r.account, r.market, r.side, limit);
         if r.time_in_force == TimeInForce::FillOrKill
             && self.books[m].fillable(r.side, limit, r.account, r.leaves) < r.leaves
         {

@@ -31,7 +31,8 @@
 //! Also, after every command: the engine's working orders are exactly the model's; no Day
 //! order outlives its UTC day; no untriggered order's reference price has reached its stop;
 //! a FillOrKill is only killed when the book (without the account's own orders) could not
-//! fill it; a withdrawal never leaves the available balance negative.
+//! fill it within its limit and, if it reduces a position, the position's bankruptcy
+//! price; a withdrawal never leaves the available balance negative.
 //!
 //! Known engine bugs have explicit minimal reproductions in `mod regressions*` at the end.
 //!
@@ -821,6 +822,21 @@ impl Checker {
                     if reason == CancelReason::FillOrKill {
                         // It must really have been unfillable: the opposite side (without the
                         // account's own orders) within its limit holds less than its leaves.
+                        // An order that reduces a position trades no further than the
+                        // position's bankruptcy price (nothing traded, so the position is as
+                        // the order found it).
+                        let pos = engine.position(o.account, o.market).qty;
+                        let reduces =
+                            (o.side == Side::Sell && pos > 0) || (o.side == Side::Buy && pos < 0);
+                        let bankrupt = engine.bankruptcy_price(o.account, o.market);
+                        let solvent = |p: Price| match (reduces, bankrupt) {
+                            (false, _) => true,
+                            (true, None) => false,
+                            (true, Some(b)) => match o.side {
+                                Side::Buy => p <= b,
+                                Side::Sell => p >= b,
+                            },
+                        };
                         let avail: i64 = self
                             .orders
                             .values()
@@ -830,6 +846,7 @@ impl Checker {
                                     && m.market == o.market
                                     && m.side == o.side.opposite()
                                     && m.account != o.account
+                                    && solvent(p)
                                     && match (o.ord_type, o.price) {
                                         (OrdType::Limit, Some(l)) => match o.side {
                                             Side::Buy => p <= l,

@@ -295,6 +295,41 @@ fn stage_r_checks_a_group_against_the_last_groups_state_plus_its_reservations() 
     assert_eq!(rejected(&ev), None);
 }
 
+/// Closing a position may not trade past its bankruptcy price: beyond it the realised loss
+/// exceeds the margin behind the position, the wallet cannot pay it, and the insurance fund
+/// would (an empty fund halts the engine). Found by the risk soak: a cross long market-sold
+/// into a thin book down to the price band.
+#[test]
+fn a_closing_order_stops_at_the_bankruptcy_price() {
+    const ONE_USDT: i64 = 1_000_000;
+    let mut h = Harness::new(&EngineConfig::reference(2));
+    h.deposit(0, USDT, 50_000 * ONE_USDT);
+    h.deposit(1, USDT, 200 * ONE_USDT);
+    // XBTUSDT (linear, 0.5 USD ticks, qty in 1e-6 XBT): value = qty × ticks / 2 USDt.
+    // Account 1 buys 0.5 XBT at 10000.0 (20000 ticks): value 500,000 × 20,000 / 2 =
+    // 5,000,000,000 (5,000 USDT); taker fee 0.075% = 3,750,000; wallet 196,250,000.
+    h.run(Command::Place(limit(0, 2, Side::Sell, 500_000, 20_000)));
+    h.run(Command::Place(market(1, 2, Side::Buy, 500_000)));
+    assert_eq!(h.engine.position(AccountId(1), MarketId(2)).qty, 500_000);
+    assert_eq!(wallet(&h, 1, USDT), 196_250_000);
+    // Bankruptcy (cross, the wallet is the margin): value ≥ cost − margin = 5,000,000,000 −
+    // 196,250,000 = 4,803,750,000 ⇔ 250,000 × t ≥ 4,803,750,000 ⇔ t ≥ 19,215 (9607.5).
+    assert_eq!(h.engine.bankruptcy_price(AccountId(1), MarketId(2)), Some(Price(19_215)));
+    // Bids: 0.1 XBT at 9900.0 (above it) and 0.4 XBT at 9000.0 (the band's edge, below it).
+    h.run(Command::Place(limit(0, 2, Side::Buy, 100_000, 19_800)));
+    h.run(Command::Place(limit(0, 2, Side::Buy, 400_000, 18_000)));
+    let ev = h.run(Command::Place(market(1, 2, Side::Sell, 500_000)));
+    let f = fills(&ev);
+    assert_eq!(f.len(), 1, "only the bid above the bankruptcy price trades: {ev:?}");
+    assert_eq!((f[0].2, f[0].3), (19_800, 100_000), "{ev:?}");
+    assert!(ev.iter().any(|e| matches!(e, Event::OrderCanceled { .. })), "the rest: {ev:?}");
+    assert!(!ev.iter().any(|e| matches!(e, Event::InsuranceCovered { .. })), "{ev:?}");
+    // Sold 0.1 XBT for 100,000 × 19,800 / 2 = 990,000,000 against a cost share of
+    // 1,000,000,000: realised −10,000,000; taker fee 0.075% × 990,000,000 = 742,500.
+    assert_eq!(wallet(&h, 1, USDT), 196_250_000 - 10_000_000 - 742_500);
+    assert_eq!(h.engine.position(AccountId(1), MarketId(2)).qty, 400_000);
+}
+
 #[test]
 fn maintenance_and_position_margin_follow_bitmex_fields() {
     let mut h = harness();
