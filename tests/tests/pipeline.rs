@@ -118,8 +118,9 @@ fn topologies() -> Vec<Topology> {
         Topology::threads(1),
         // Two threads, publishing on the helper: the 2-core layout.
         Topology::threads(2),
-        // Two threads dealing five account shards (the core re-margins three).
-        Topology { account_shards: 5, ..Topology::threads(2) },
+        // Two threads dealing five account shards (the core re-margins three), stage R
+        // fanned out for every group.
+        Topology { account_shards: 5, risk_fan_out: 1, ..Topology::threads(2) },
         // Three threads but two shards (the second helper idles), publishing inline on the
         // core thread, the core yielding.
         Topology {
@@ -135,6 +136,7 @@ fn topologies() -> Vec<Topology> {
             helper_wait: Wait::Yield,
             ring_slots: 64,
             pin: vec![0, 1, 63, 1000],
+            risk_fan_out: 40,
             ..Topology::threads(4)
         },
     ]

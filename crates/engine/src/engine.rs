@@ -143,7 +143,11 @@ pub struct Engine {
     pub(crate) shards: Vec<AccountShard>,
     /// Where a tick's shards are re-margined when the engine runs in a pipeline: dealt over
     /// the engine's thread and the helpers. `None`: all on this thread, in turn.
-    pub(crate) fan_out: Option<crate::pipeline::FanOut>,
+    ///
+    /// In a `Mutex` only to make the engine `Sync` (stage R reads it from the helper
+    /// threads through an `Arc`); it is reached through `Mutex::get_mut`, which needs
+    /// `&mut self` and never locks.
+    pub(crate) fan_out: std::sync::Mutex<Option<crate::pipeline::FanOut>>,
     /// Liquidations found by remargin, to be fed back as `Command::Liquidate` in the next
     /// group; a flag per (account, market) keeps each queued once.
     pub(crate) pending: Vec<(MarketId, AccountId)>,
@@ -252,7 +256,7 @@ impl Engine {
             filled: Vec::with_capacity(1 << 16),
             liquidator: AccountId(config.accounts),
             shards: (0..shards).map(|s| AccountShard::new(n_markets, rows, shards, s)).collect(),
-            fan_out: None,
+            fan_out: std::sync::Mutex::new(None),
             pending: Vec::with_capacity(rows),
             queued: vec![false; rows * n_markets],
             extra_margin: vec![0; rows * n_markets],
@@ -438,12 +442,7 @@ impl Engine {
     /// `group`'s commands in order, and `end_group`. A group of one command may skip this:
     /// its order is then checked against current state, which is the same thing.
     pub fn begin_group(&mut self, group: &[Sequenced]) {
-        assert!(
-            !self.group_begun && self.group_applied == 0,
-            "begin_group: the previous group was not ended"
-        );
-        self.group_begun = true;
-        if self.halt.is_some() {
+        if !self.open_group() {
             return;
         }
         let mut risk = std::mem::take(&mut self.risk);
@@ -452,6 +451,17 @@ impl Engine {
         }
         self.merge_decisions(&mut risk);
         self.risk = risk;
+    }
+
+    /// Mark a group open; returns whether stage R should decide it (not when halted: then
+    /// every command is refused anyway).
+    pub(crate) fn open_group(&mut self) -> bool {
+        assert!(
+            !self.group_begun && self.group_applied == 0,
+            "begin_group: the previous group was not ended"
+        );
+        self.group_begun = true;
+        self.halt.is_none()
     }
 
     /// Take the shards' decisions into one list in sequence order, and clear the shards.

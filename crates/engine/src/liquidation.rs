@@ -73,7 +73,8 @@ impl Engine {
             old_unit,
             liquidator: self.liquidator.0,
         };
-        match &mut self.fan_out {
+        let fan_out = self.fan_out.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match fan_out {
             Some(fan_out) => {
                 fan_out.remargin(&mut self.shards, &self.ledger, &self.markets[m].inst, &tick)
             }

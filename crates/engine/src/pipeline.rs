@@ -5,11 +5,11 @@
 //!  caller (gateway/driver) ──ingress ring──▶ core thread ──output ring──▶ publish
 //!                           (disruptor)     sequencer: seq numbers,        (stage A: event
 //!                                           groups, fed-back liquidations  stream hash,
-//!                                           R (a group, at its cut) + M    acks per group,
+//!                                           R (its shards) + merge, M      acks per group,
 //!                                           P (its shards) + merge         latency)
-//!                                             │ ▲  tick fan-out (rtrb, a pair per helper)
-//!                                             ▼ │
-//!                                           helper threads: P, the other account shards
+//!                                             │ ▲  R and tick fan-out (rtrb, a pair per
+//!                                             ▼ │  helper)
+//!                                           helper threads: R and P, the other shards
 //! ```
 //!
 //! - **Stages and rings.** The ingress and output streams are `disruptor` rings: fixed
@@ -17,9 +17,11 @@
 //!   `rtrb` queue pair per helper thread instead: a shard is *moved* to its thread and back (its
 //!   `Vec` headers, not its rows), and a disruptor consumer only ever sees `&E`, which
 //!   cannot carry ownership.
-//! - **The Amdahl split.** The core holds a group until its cut, runs stage R over it
-//!   (`Engine::begin_group`: per account shard, against the last group's state), then
-//!   matches it in sequence order. A mark tick re-margins every open position of its market; that
+//! - **The Amdahl split.** The core holds a group until its cut and runs stage R over it
+//!   per account shard, against the last group's state: a group of `risk_fan_out`
+//!   commands or more on every thread at once (the engine and the group shared through
+//!   `Arc`s, read-only, the shards' reservation state moved out and back), a smaller one on
+//!   the core. Then it matches the group in sequence order. A mark tick re-margins every open position of its market; that
 //!   pass splits by account shard and runs on every engine thread at once, and the core
 //!   merges the partial sums and candidates when all shards are back (the barrier that
 //!   keeps group g+1's risk checks after group g's remargin). Publishing — hashing the
@@ -31,15 +33,15 @@
 //!   equivalence property test (`tests/pipeline.rs`) holds the pipeline to the serial
 //!   engine event for event and hash for hash.
 //! - **No allocation, lock or syscall in steady state.** Rings and the per-shard finding
-//!   lists are allocated at start; the ledger is shared with shard threads through an
-//!   `Arc` whose count only moves during a fan-out (an atomic, not a lock). The only
+//!   lists are allocated at start; the ledger (for a tick) and the engine and group (for
+//!   R) are shared with shard threads through `Arc`s whose counts only move during a
+//!   fan-out (an atomic, not a lock). The only
 //!   syscalls are futex wakes under the `Block` wait strategy, and only when the other
 //!   side actually sleeps, and the sleeps of a producer whose ring is full (backpressure).
 //! - **Limits.** The rings have fixed sizes; a full ring makes its producer wait (the
 //!   gateway's admission queue, not the engine, sheds load).
 //!
-//! Not built here (see the README): stage R fanned out to the helper threads (it runs on
-//! the core, shard by shard), and matchers sharded by market, which need the engine's
+//! Not built here (see the README): matchers sharded by market, which need the engine's
 //! state split into market-local (book, orders, positions) and account-level (wallets,
 //! cross sums) parts.
 
@@ -56,6 +58,7 @@ use disruptor::{
 };
 
 use crate::remargin::{AccountShard, Tick, remargin_shard};
+use crate::risk::RiskShard;
 use crate::sink::{EventSink, HashSink};
 use crate::{Engine, EngineConfig};
 
@@ -112,6 +115,10 @@ pub struct Topology {
     pub helper_wait: Wait,
     /// Slots in the ingress and output rings (a power of two).
     pub ring_slots: usize,
+    /// Groups of at least this many commands have their stage R fanned out over the
+    /// threads by account shard; smaller ones run it on the core, where it costs less than
+    /// a round trip to the helpers. The decisions are the same either way.
+    pub risk_fan_out: usize,
     /// Fault injection for tests: helper threads panic on their first tick.
     #[doc(hidden)]
     pub inject_shard_panic: bool,
@@ -135,6 +142,7 @@ impl Topology {
             core_wait: Wait::Block,
             helper_wait: Wait::Block,
             ring_slots: 1 << 16,
+            risk_fan_out: 256,
             inject_shard_panic: false,
             inject_corruption_after: None,
         }
@@ -454,19 +462,25 @@ impl EventSink for CoreSink {
     }
 }
 
-/// Work for one shard thread: the shard itself (moved), read access to the ledger, and
-/// the tick.
-struct ShardWork {
-    index: usize,
-    shard: AccountShard,
-    ledger: Arc<Ledger>,
-    tick: Tick,
+/// Work for one shard thread. Shards are moved there and back; what they read is shared
+/// through an `Arc` for the length of the fan-out.
+enum ShardWork {
+    /// A tick's remargin of one account shard: read access to the ledger, and the tick.
+    Remargin { index: usize, shard: AccountShard, ledger: Arc<Ledger>, tick: Tick },
+    /// Stage R for one account shard: read access to the engine and to the group.
+    Risk { index: usize, shard: RiskShard, engine: Arc<Engine>, group: Arc<Vec<Sequenced>> },
+}
+
+/// A shard coming home, at its index.
+enum ShardDone {
+    Remargin(usize, AccountShard),
+    Risk(usize, RiskShard),
 }
 
 /// The core's end of one shard thread.
 struct ShardLink {
     work: rtrb::Producer<ShardWork>,
-    done: rtrb::Consumer<(usize, AccountShard)>,
+    done: rtrb::Consumer<ShardDone>,
     thread: Thread,
     /// Shards sent in this fan-out and not yet back.
     out: usize,
@@ -498,7 +512,8 @@ impl FanOut {
             }
             let link = &mut self.links[index % threads - 1];
             let shard = std::mem::take(slot);
-            let work = ShardWork { index, shard, ledger: Arc::clone(ledger), tick: *tick };
+            let work =
+                ShardWork::Remargin { index, shard, ledger: Arc::clone(ledger), tick: *tick };
             if link.work.push(work).is_err() {
                 unreachable!("a link's queue holds every shard of its thread");
             }
@@ -512,12 +527,55 @@ impl FanOut {
         for shard in shards.iter_mut().step_by(threads) {
             remargin_shard(shard, ledger, inst, tick);
         }
+        self.gather(|done| match done {
+            ShardDone::Remargin(index, shard) => shards[index] = shard,
+            ShardDone::Risk(..) => unreachable!("no stage R work is out during a tick"),
+        });
+    }
+
+    /// Stage R of a group over the account shards, dealt as a tick's remargin is: each
+    /// thread decides its shards' new orders against the shared, unchanging engine.
+    pub(crate) fn risk(
+        &mut self,
+        engine: &Arc<Engine>,
+        group: &Arc<Vec<Sequenced>>,
+        risk: &mut [RiskShard],
+    ) {
+        let threads = self.links.len() + 1;
+        for (index, slot) in risk.iter_mut().enumerate() {
+            if index % threads == 0 {
+                continue;
+            }
+            let link = &mut self.links[index % threads - 1];
+            let shard = std::mem::take(slot);
+            let (engine, group) = (Arc::clone(engine), Arc::clone(group));
+            if link.work.push(ShardWork::Risk { index, shard, engine, group }).is_err() {
+                unreachable!("a link's queue holds every shard of its thread");
+            }
+            link.out += 1;
+        }
+        if self.wake {
+            for link in self.links.iter().filter(|l| l.out > 0) {
+                link.thread.unpark();
+            }
+        }
+        for shard in risk.iter_mut().step_by(threads) {
+            engine.risk_pass(group, shard);
+        }
+        self.gather(|done| match done {
+            ShardDone::Risk(index, shard) => risk[index] = shard,
+            ShardDone::Remargin(..) => unreachable!("no tick is out during stage R"),
+        });
+    }
+
+    /// Wait for every shard sent out to come home.
+    fn gather(&mut self, mut home: impl FnMut(ShardDone)) {
         let mut idle = 0;
         for link in &mut self.links {
             while link.out > 0 {
                 match link.done.pop() {
-                    Ok((index, shard)) => {
-                        shards[index] = shard;
+                    Ok(done) => {
+                        home(done);
                         link.out -= 1;
                     }
                     Err(_) => {
@@ -533,7 +591,7 @@ impl FanOut {
 /// The helper thread's end of its shard link.
 struct ShardServer {
     work: rtrb::Consumer<ShardWork>,
-    done: rtrb::Producer<(usize, AccountShard)>,
+    done: rtrb::Producer<ShardDone>,
     core: Thread,
     wake_core: bool,
     instruments: Vec<Instrument>,
@@ -541,18 +599,28 @@ struct ShardServer {
 }
 
 impl ShardServer {
-    /// Serve one tick if one is waiting; true if it did.
+    /// Serve one shard if one is waiting; true if it did.
     #[inline]
     fn poll(&mut self) -> bool {
-        let Ok(ShardWork { index, mut shard, ledger, tick }) = self.work.pop() else {
+        let Ok(work) = self.work.pop() else {
             return false;
         };
-        assert!(!self.inject_panic, "injected fault: a shard thread panics on its tick");
-        remargin_shard(&mut shard, &ledger, &self.instruments[tick.market], &tick);
-        // Let go of the ledger before handing the shard back: the core writes to the
-        // ledger again as soon as every shard is home.
-        drop(ledger);
-        if self.done.push((index, shard)).is_err() {
+        // Each arm lets go of what it read before handing the shard back: the core writes
+        // to the ledger, or the engine, again as soon as every shard is home.
+        let done = match work {
+            ShardWork::Remargin { index, mut shard, ledger, tick } => {
+                assert!(!self.inject_panic, "injected fault: a shard thread panics on its tick");
+                remargin_shard(&mut shard, &ledger, &self.instruments[tick.market], &tick);
+                drop(ledger);
+                ShardDone::Remargin(index, shard)
+            }
+            ShardWork::Risk { index, mut shard, engine, group } => {
+                engine.risk_pass(&group, &mut shard);
+                drop((engine, group));
+                ShardDone::Risk(index, shard)
+            }
+        };
+        if self.done.push(done).is_err() {
             unreachable!("a link's queue holds every shard of its thread");
         }
         if self.wake_core {
@@ -853,14 +921,18 @@ fn run_core(
         }
     };
     let mut engine = Engine::with_shards(config, topology.account_shards as u32);
-    if !links.is_empty() {
-        engine.fan_out = Some(FanOut {
+    let helpers = !links.is_empty();
+    if helpers {
+        engine.fan_out = std::sync::Mutex::new(Some(FanOut {
             links,
             wait: topology.core_wait,
             wake: topology.helper_wait == Wait::Block,
             dead: Arc::clone(&dead),
-        });
+        }));
     }
+    // Shared read-only with the helpers during a group's stage R, and only then; every
+    // other use goes through `core` (`Arc::get_mut`: an atomic check, not a lock).
+    let mut engine = Arc::new(engine);
     // The sequencer's state: the next number, and the liquidations group g found, which
     // enter group g+1 ahead of its commands (as `workload::apply_grouped` does).
     let mut seq = 1u64;
@@ -869,7 +941,7 @@ fn run_core(
     // of it. `entered[k]` is the entry time of `group[fed + k]` (fed-back liquidations
     // entered with the engine, not from outside).
     let room = topology.ring_slots.max(1 << 12) + fed_back.capacity();
-    let mut group: Vec<Sequenced> = Vec::with_capacity(room);
+    let mut group: Arc<Vec<Sequenced>> = Arc::new(Vec::with_capacity(room));
     let mut entered: Vec<u64> = Vec::with_capacity(room);
     let mut fed = 0usize;
     let mut audits_passed = true;
@@ -890,15 +962,16 @@ fn run_core(
         for slot in &mut batch {
             match slot.kind {
                 InKind::Command => {
-                    if group.is_empty() {
+                    let open = held(&mut group);
+                    if open.is_empty() {
                         for &command in &fed_back {
-                            group.push(Sequenced { seq: Seq(seq), time: slot.time, command });
+                            open.push(Sequenced { seq: Seq(seq), time: slot.time, command });
                             seq += 1;
                         }
                         fed = fed_back.len();
                         fed_back.clear();
                     }
-                    group.push(Sequenced { seq: Seq(seq), time: slot.time, command: slot.command });
+                    open.push(Sequenced { seq: Seq(seq), time: slot.time, command: slot.command });
                     seq += 1;
                     entered.push(slot.entered);
                 }
@@ -911,11 +984,16 @@ fn run_core(
                         continue;
                     }
                     let last = group.last().expect("not empty").seq;
-                    engine.begin_group(&group);
+                    if helpers && group.len() >= topology.risk_fan_out {
+                        risk_fanned_out(&mut engine, &group);
+                    } else {
+                        core(&mut engine).begin_group(&group);
+                    }
+                    let e = core(&mut engine);
                     for (k, cmd) in group.iter().enumerate() {
                         let mark = matches!(cmd.command, Command::Mark { .. });
                         let start = if mark { clock.map_or(0, |c| c()) } else { 0 };
-                        engine.apply(cmd, &mut sink);
+                        e.apply(cmd, &mut sink);
                         if mark {
                             timed(&mut times.mark_ns, start);
                         }
@@ -925,17 +1003,17 @@ fn run_core(
                         }
                     }
                     let group_commands = (group.len() - fed) as u64;
-                    group.clear();
+                    held(&mut group).clear();
                     entered.clear();
                     fed = 0;
                     // Test fault injection, once per run, off the command path.
                     if corrupt_at.take_if(|at| last.0 >= *at).is_some() {
-                        engine.corrupt_for_test(AccountId(0), Currency::XBt, 1);
+                        e.corrupt_for_test(AccountId(0), Currency::XBt, 1);
                     }
                     let start = clock.map_or(0, |c| c());
-                    audits_passed &= engine.end_group(last, &mut sink);
+                    audits_passed &= e.end_group(last, &mut sink);
                     timed(&mut times.audit_ns, start);
-                    engine.take_liquidations(&mut fed_back);
+                    e.take_liquidations(&mut fed_back);
                     sink.put(OutKind::GroupEnd, NO_EVENT, group_commands);
                     sink.wake();
                     closed.fetch_add(1, Ordering::Release);
@@ -960,8 +1038,42 @@ fn run_core(
         }
     };
     // The shard threads go home with the engine's links; the shards are all here.
-    engine.fan_out = None;
+    let Ok(mut engine) = Arc::try_unwrap(engine) else {
+        unreachable!("no helper holds the engine once the input has ended")
+    };
+    engine.fan_out = std::sync::Mutex::new(None);
     Finished { engine, published, audits_passed, times }
+}
+
+/// The engine, for writing: helpers hold it only during a group's stage R, and the core
+/// waits for all of them before it goes on.
+#[inline]
+fn core(engine: &mut Arc<Engine>) -> &mut Engine {
+    Arc::get_mut(engine).expect("no helper holds the engine outside stage R")
+}
+
+/// The open group, for writing (helpers hold it only during its stage R).
+#[inline]
+fn held(group: &mut Arc<Vec<Sequenced>>) -> &mut Vec<Sequenced> {
+    Arc::get_mut(group).expect("no helper holds the group outside stage R")
+}
+
+/// Stage R of `group` fanned out over the engine's threads: the account shards' parts go
+/// out with the engine and the group shared read-only, and their decisions merge by
+/// sequence number when all are home (the same decisions `Engine::begin_group` makes).
+fn risk_fanned_out(engine: &mut Arc<Engine>, group: &Arc<Vec<Sequenced>>) {
+    let e = core(engine);
+    if !e.open_group() {
+        return;
+    }
+    let mut risk = std::mem::take(&mut e.risk);
+    let fan_out = e.fan_out.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut fan_out = fan_out.take().expect("a pipeline with helpers has its links");
+    fan_out.risk(engine, group, &mut risk);
+    let e = core(engine);
+    *e.fan_out.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fan_out);
+    e.merge_decisions(&mut risk);
+    e.risk = risk;
 }
 
 fn run_helper(

@@ -45,7 +45,9 @@ pub(crate) struct Decision {
 
 /// One account shard's part of stage R: the group's reservations for its accounts, and
 /// its decisions in sequence order. Capacity is reserved up front; a group with more new
-/// orders than that grows it once.
+/// orders than that grows it once. (`Default`: an empty place left while the shard is
+/// away on a helper thread.)
+#[derive(Default)]
 pub(crate) struct RiskShard {
     /// The shard's accounts: `first..end`.
     first: u32,
