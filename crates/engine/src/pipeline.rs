@@ -21,12 +21,12 @@
 //!   per account shard, against the last group's state: a group of `risk_fan_out`
 //!   commands or more on every thread at once (the engine and the group shared through
 //!   `Arc`s, read-only, the shards' reservation state moved out and back), a smaller one on
-//!   the core. Then it matches the group in sequence order. A mark tick re-margins every open position of its market; that
-//!   pass splits by account shard and runs on every engine thread at once, and the core
-//!   merges the partial sums and candidates when all shards are back (the barrier that
-//!   keeps group g+1's risk checks after group g's remargin). Publishing — hashing the
-//!   event stream, releasing acks per group, measuring latency — overlaps with the next
-//!   group on its own thread.
+//!   the core. Then it matches the group in sequence order. A mark tick re-margins every
+//!   open position of its market; that pass splits by account shard and runs on every
+//!   engine thread at once, and the core merges the partial sums and candidates when all
+//!   shards are back (the barrier that keeps group g+1's risk checks after group g's
+//!   remargin). Publishing — hashing the event stream, releasing acks per group,
+//!   measuring latency — overlaps with the next group on its own thread.
 //! - **Determinism.** Every decision is made on the core thread, in sequence order, from
 //!   state that the fan-out merges in a canonical order; the threads only change *where*
 //!   the pure per-shard work runs. `threads = 1` is the serial engine itself. The
