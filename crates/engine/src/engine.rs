@@ -1097,7 +1097,12 @@ impl Engine {
             OrdType::Market => Some(self.protection_price(r.market, r.side)),
             _ => r.price,
         };
-        let limit = self.solvent_limit(r.account, r.market, r.side, limit);
+        let solvent = self.solvent_limit(r.account, r.market, r.side, limit);
+        // Narrowed: the order reached past its position's bankruptcy price. It trades up
+        // to that price and its remainder does not rest (resting out there, it would be
+        // filled past it later).
+        let narrowed = solvent != limit;
+        let limit = solvent;
         if r.time_in_force == TimeInForce::FillOrKill
             && self.books[m].fillable(r.side, limit, r.account, r.leaves) < r.leaves
         {
@@ -1114,6 +1119,9 @@ impl Engine {
         if left.0 == 0 {
             self.drop_record(slot);
             return;
+        }
+        if narrowed {
+            return self.cancel_slot(seq, slot, CancelReason::PriceProtection, sink);
         }
         let immediate = r.ord_type == OrdType::Market
             || matches!(r.time_in_force, TimeInForce::ImmediateOrCancel | TimeInForce::FillOrKill);

@@ -328,6 +328,19 @@ fn a_closing_order_stops_at_the_bankruptcy_price() {
     // 1,000,000,000: realised −10,000,000; taker fee 0.075% × 990,000,000 = 742,500.
     assert_eq!(wallet(&h, 1, USDT), 196_250_000 - 10_000_000 - 742_500);
     assert_eq!(h.engine.position(AccountId(1), MarketId(2)).qty, 400_000);
+
+    // A limit order priced past it trades only down to it, and does not rest out there
+    // (a buyer would fill it past the bankruptcy price later). Bankruptcy now: margin =
+    // wallet 185,507,500; cost 4,000,000,000 (0.4 of 5,000,000,000); 200,000 × t ≥
+    // 3,814,492,500 ⇔ t ≥ 19,072.46…, so 19,073 (9536.5).
+    assert_eq!(h.engine.bankruptcy_price(AccountId(1), MarketId(2)), Some(Price(19_073)));
+    let ev = h.run(Command::Place(limit(1, 2, Side::Sell, 400_000, 18_500)));
+    assert!(fills(&ev).is_empty(), "the 9000.0 bid is past it: {ev:?}");
+    let cancelled = ev
+        .iter()
+        .any(|e| matches!(e, Event::OrderCanceled { reason: CancelReason::PriceProtection, .. }));
+    assert!(cancelled, "{ev:?}");
+    assert_eq!(h.engine.book(MarketId(2)).best(Side::Sell), None);
 }
 
 #[test]
