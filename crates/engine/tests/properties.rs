@@ -1,10 +1,11 @@
 //! Property tests of the serial engine: random command streams, random group cuts.
 //!
-//! A stream of abstract operations (`Op`) is turned into concrete `Command`s against the
-//! live engine (prices on a grid around the current mark, amends and cancels by ids seen in
-//! `OrderAccepted` events), applied one by one, and cut into groups at random. After every
-//! command and every group the properties below are checked; the same concrete stream is
-//! then replayed with different cuts and must give the same events and state hash.
+//! A stream of abstract operations (`Op`) is cut into groups at random and turned into
+//! concrete `Command`s a group at a time, against the state the last group left (prices on
+//! a grid around the current mark, amends and cancels by ids seen in `OrderAccepted`
+//! events); stage R sees each group whole, then its commands are applied one by one. After
+//! every command and every group the properties below are checked; the same concrete
+//! stream is then replayed on other shard counts and with other cuts (property 6).
 //!
 //! Properties (numbers as in the brief):
 //! 1. `end_group` returns true and `audit_full()` is Ok after every group.
@@ -14,8 +15,10 @@
 //!    predicts from the event stream (every command), and every maker that trades (or is
 //!    self-trade-cancelled) is the model's front of the book at that moment.
 //! 5. A command whose only event is `Rejected` leaves `state_hash()` unchanged.
-//! 6. Determinism: the same commands with different group cuts give identical events and an
-//!    identical final `state_hash()`; `Halted` never occurs.
+//! 6. Determinism: the same commands with the same cuts on 2 and 7 account shards give
+//!    identical events and final `state_hash()` (6a); with other cuts, identical too, or
+//!    the first difference is a margin decision, which stage R makes against the state the
+//!    last group left (6b). `Halted` never occurs.
 //! 7. Events are internally consistent: fill qty > 0, leaves ≥ 0 and continuous, the fill
 //!    is at the maker's price and within the taker's limit (Market: within the band around
 //!    the mark), value = `Instrument::value`, taker fee ≥ 0, no self-trade, a post-only order

@@ -17,9 +17,14 @@
 //!    current mark has its `Liquidate` among them (pending for the next group).
 //! 5. Σ position quantity per market (including the liquidation engine's) is 0, and the
 //!    liquidation engine's position is flat or it has a resting order in that market.
-//! 6. Determinism: the same command stream replayed with other group cuts (end_group, i.e.
-//!    audits, at other places) regenerates exactly the same `Liquidate` commands at the
-//!    same places (they are not copied), and gives identical events and `state_hash()`.
+//! 6. Determinism: the same command stream replayed with the same cuts on 2 and 5 account
+//!    shards regenerates exactly the same `Liquidate` commands at the same places (they are
+//!    not copied), and gives identical events and `state_hash()` (6a); replayed with other
+//!    cuts it does the same, or first differs at a margin decision, which stage R makes
+//!    against the state the last group left (6b).
+//! 7. A taker never realises a loss its wallet cannot pay: it trades no further than its
+//!    position's bankruptcy price, so the insurance fund covers only makers, gaps and the
+//!    liquidation engine (every command).
 //!
 //! Also (deterministic): an empty fund deleverages a bankrupt position with no bids; a
 //! composite index (`Lifecycle::index`, fair-price mark) ignores a constituent that jumps by
@@ -481,7 +486,7 @@ fn group_sizes(cuts: &[u8]) -> impl Iterator<Item = usize> + '_ {
     cuts.iter().cycle().map(|&c| c.max(1) as usize)
 }
 
-/// Run `ops` with `cuts`, feeding liquidations back, checking properties 1–5.
+/// Run `ops` with `cuts`, feeding liquidations back, checking properties 1–5 and 7.
 fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
     let mut engine = Engine::new(&config(fund));
     let mut out = Outcome {
@@ -565,6 +570,25 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
                 if let Err(e) = check_adl_decision(&engine, market, pos, fund, &evs, &mut out.stats)
                 {
                     return fail(format!("property 3: {e}"), &out);
+                }
+            }
+            // Property 7: a taker never realises a loss its wallet cannot pay (it trades no
+            // further than its position's bankruptcy price): the fund covers only makers,
+            // gaps and the liquidation engine. A fill's events are its Realised (with any
+            // InsuranceCovered) and then the Fill itself.
+            let mut covered: Vec<AccountId> = Vec::new();
+            for e in &evs {
+                match *e {
+                    Event::InsuranceCovered { account, .. } => covered.push(account),
+                    Event::Fill { taker_account, .. } => {
+                        if taker_account.0 < ACCOUNTS && covered.contains(&taker_account) {
+                            let msg =
+                                format!("property 7: the fund covered taker {taker_account:?}");
+                            return fail(msg, &out);
+                        }
+                        covered.clear();
+                    }
+                    _ => {}
                 }
             }
             for e in &evs {
@@ -766,7 +790,7 @@ fn stream(min: usize, max: usize) -> impl Strategy<Value = Vec<Op>> {
 proptest! {
     #![proptest_config(proptest_config(cases(64)))]
 
-    /// Properties 1–6 over random mark paths and leveraged order flow.
+    /// Properties 1–7 over random mark paths and leveraged order flow.
     #[test]
     fn risk_lifecycle_keeps_every_invariant(
         ops in stream(100, 300),
