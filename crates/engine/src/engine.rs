@@ -882,6 +882,8 @@ impl Engine {
         am.add(side, qty, abs_value);
         let limit = inst.risk_limit as i128 + pos.risk_steps as i128 * inst.risk_step as i128;
         let gross = am.gross_value(pos);
+        // (An order that does not raise the gross value may exceed the limit: it is
+        // already exceeded, and the order only reduces.)
         if gross > limit && gross > base.gross_value(pos) {
             return Err(RejectReason::RiskLimitExceeded);
         }
@@ -946,12 +948,16 @@ impl Engine {
         }
         let inst = &self.markets[market.0 as usize].inst;
         let worst = limit.unwrap_or(self.protection_price(market, side));
-        // Solvent at the worst price: the position's value there covers cost − margin
-        // (the usual case, one valuation, no search).
+        // Solvent at the worst price: the position's value there covers cost − margin (the
+        // usual case: one valuation, no search; no margin either where closing there
+        // realises no loss at all).
+        let value = inst.value(Qty(pos.qty), worst) as i128;
+        if value >= pos.cost as i128 {
+            return limit;
+        }
         let wallet = self.ledger.wallet(account, inst.settle);
         let margin = self.position_margin(account, market).min(wallet.max(0));
-        let floor = pos.cost as i128 - margin as i128;
-        if inst.value(Qty(pos.qty), worst) as i128 >= floor {
+        if value >= pos.cost as i128 - margin as i128 {
             return limit;
         }
         // Insolvent at every price: trade nothing (liquidation works the position out).
