@@ -69,10 +69,14 @@ pub struct BenchArgs {
     /// (only with a core per thread).
     #[arg(long, value_enum, default_value_t = WaitArg::Block)]
     pub wait: WaitArg,
-    /// Account shards of the remargin stage, dealt round-robin over the threads (default:
-    /// one per thread).
+    /// Account shards of the remargin stage and of stage R, dealt round-robin over the
+    /// threads (default: one per thread).
     #[arg(long)]
     pub account_shards: Option<usize>,
+    /// Groups of at least this many commands fan stage R out over the threads (smaller
+    /// ones run it on the core thread).
+    #[arg(long, default_value_t = Topology::threads(1).risk_fan_out)]
+    pub risk_fan_out: usize,
     /// Pin pipeline thread i to CPU core pin[i] (a list; missing cores are skipped).
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<usize>,
@@ -102,6 +106,7 @@ impl BenchArgs {
         Topology {
             publish_on: self.publish_on.unwrap_or(threads - 1),
             account_shards: self.account_shards.unwrap_or(threads),
+            risk_fan_out: self.risk_fan_out,
             pin: self.pin.clone(),
             core_wait: wait,
             helper_wait: wait,
@@ -568,6 +573,7 @@ fn pipeline_run(
         "threads": topology.threads,
         "topology": {
             "account_shards": topology.account_shards,
+            "risk_fan_out": topology.risk_fan_out,
             "publish_on": topology.publish_on,
             "pin": topology.pin,
             "core_wait": format!("{:?}", topology.core_wait),
