@@ -10,18 +10,19 @@
 //!
 //! What R decides: the risk limit and the available balance for new orders that open
 //! exposure (not ReduceOnly, not conditional). An order R accepts is checked once more by
-//! M against current state (see `validate_new`), so R can only refuse more, never let an
-//! account commit money that earlier commands of the group spent. A reservation lives only
-//! for its group: at
-//! the group's end the order's real hold, if it rests, is in the account's aggregates.
-//! What stays with M, against current state: amendments, stops when they trigger,
-//! withdrawals, leverage and margin transfers (they act on orders and positions M owns).
+//! M against current state (see `validate_new`; skipped where R saw exactly M's state), so
+//! R can only refuse more, never let an account commit money that earlier commands of the
+//! group spent. A reservation lives only for its group: at the group's end the order's
+//! real hold, if it rests, is in the account's aggregates. What stays with M, against
+//! current state: amendments, stops when they trigger, withdrawals, leverage and margin
+//! transfers (they act on orders and positions M owns).
 //!
 //! Consequence, by design: the same commands cut into other groups may get other margin
-//! decisions (an order late in a big group does not see the fills earlier in it). The
-//! contract is the journal's cuts: the same commands with the same cuts give the same
-//! events in every topology. A group of one command is checked against the state every
-//! earlier command left, exactly as a one-command-at-a-time engine would.
+//! decisions (an order late in a big group does not see the fills or deposits earlier in
+//! it, and an IOC's reservation outlives its cancel). The contract is the journal's cuts:
+//! the same commands with the same cuts give the same events in every topology. A group of
+//! one command is checked against the state every earlier command left, exactly as a
+//! one-command-at-a-time engine would.
 
 use amdahl_types::{
     AccountId, Command, Currency, ExecInst, Money, NewOrder, RejectReason, Seq, Sequenced,
