@@ -955,8 +955,7 @@ impl Engine {
         if value >= pos.cost as i128 {
             return limit;
         }
-        let wallet = self.ledger.wallet(account, inst.settle);
-        let margin = self.position_margin(account, market).min(wallet.max(0));
+        let margin = self.bankruptcy_margin(account, market);
         if value >= pos.cost as i128 - margin as i128 {
             return limit;
         }

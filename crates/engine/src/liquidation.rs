@@ -73,8 +73,7 @@ impl Engine {
             old_unit,
             liquidator: self.liquidator.0,
         };
-        let fan_out = self.fan_out.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match fan_out {
+        match crate::pipeline::links(&mut self.fan_out) {
             Some(fan_out) => {
                 fan_out.remargin(&mut self.shards, &self.ledger, &self.markets[m].inst, &tick)
             }
@@ -240,11 +239,15 @@ impl Engine {
         if pos.qty == 0 {
             return None;
         }
-        // Never more than the wallet holds: the trader cannot lose money they do not have,
-        // whatever their wallet lost elsewhere since the margin was set aside.
+        bankruptcy_price(self.instrument(market), &pos, self.bankruptcy_margin(account, market))
+    }
+
+    /// The margin a position's bankruptcy price is worked from: what backs it, but never
+    /// more than the wallet holds — the trader cannot lose money they do not have, whatever
+    /// their wallet lost elsewhere since the margin was set aside.
+    pub(crate) fn bankruptcy_margin(&self, account: AccountId, market: MarketId) -> Money {
         let wallet = self.ledger.wallet(account, self.instrument(market).settle);
-        let margin = self.position_margin(account, market).min(wallet.max(0));
-        bankruptcy_price(self.instrument(market), &pos, margin)
+        self.position_margin(account, market).min(wallet.max(0))
     }
 
     /// BitMEX's five-light ADL indicator of the account's position: its quintile among

@@ -503,27 +503,12 @@ impl FanOut {
         inst: &Instrument,
         tick: &Tick,
     ) {
-        // Shard s runs on thread s mod N; the others leave (an empty shard stays in their
-        // place) and come back to the same index.
-        let threads = self.links.len() + 1;
-        for (index, slot) in shards.iter_mut().enumerate() {
-            if index % threads == 0 {
-                continue;
-            }
-            let link = &mut self.links[index % threads - 1];
-            let shard = std::mem::take(slot);
-            let work =
-                ShardWork::Remargin { index, shard, ledger: Arc::clone(ledger), tick: *tick };
-            if link.work.push(work).is_err() {
-                unreachable!("a link's queue holds every shard of its thread");
-            }
-            link.out += 1;
-        }
-        if self.wake {
-            for link in self.links.iter().filter(|l| l.out > 0) {
-                link.thread.unpark();
-            }
-        }
+        let threads = self.deal(shards, |index, shard| ShardWork::Remargin {
+            index,
+            shard,
+            ledger: Arc::clone(ledger),
+            tick: *tick,
+        });
         for shard in shards.iter_mut().step_by(threads) {
             remargin_shard(shard, ledger, inst, tick);
         }
@@ -541,15 +526,36 @@ impl FanOut {
         group: &Arc<Vec<Sequenced>>,
         risk: &mut [RiskShard],
     ) {
+        let threads = self.deal(risk, |index, shard| ShardWork::Risk {
+            index,
+            shard,
+            engine: Arc::clone(engine),
+            group: Arc::clone(group),
+        });
+        for shard in risk.iter_mut().step_by(threads) {
+            engine.risk_pass(group, shard);
+        }
+        self.gather(|done| match done {
+            ShardDone::Risk(index, shard) => risk[index] = shard,
+            ShardDone::Remargin(..) => unreachable!("no tick is out during stage R"),
+        });
+    }
+
+    /// Send shard s to thread s mod N (thread 0, the core, keeps its own: the others
+    /// leave an empty shard in their place and come back to the same index), and wake the
+    /// threads that got work. Returns N.
+    fn deal<T: Default>(
+        &mut self,
+        shards: &mut [T],
+        mut work: impl FnMut(usize, T) -> ShardWork,
+    ) -> usize {
         let threads = self.links.len() + 1;
-        for (index, slot) in risk.iter_mut().enumerate() {
+        for (index, slot) in shards.iter_mut().enumerate() {
             if index % threads == 0 {
                 continue;
             }
             let link = &mut self.links[index % threads - 1];
-            let shard = std::mem::take(slot);
-            let (engine, group) = (Arc::clone(engine), Arc::clone(group));
-            if link.work.push(ShardWork::Risk { index, shard, engine, group }).is_err() {
+            if link.work.push(work(index, std::mem::take(slot))).is_err() {
                 unreachable!("a link's queue holds every shard of its thread");
             }
             link.out += 1;
@@ -559,13 +565,7 @@ impl FanOut {
                 link.thread.unpark();
             }
         }
-        for shard in risk.iter_mut().step_by(threads) {
-            engine.risk_pass(group, shard);
-        }
-        self.gather(|done| match done {
-            ShardDone::Risk(index, shard) => risk[index] = shard,
-            ShardDone::Remargin(..) => unreachable!("no tick is out during stage R"),
-        });
+        threads
     }
 
     /// Wait for every shard sent out to come home.
@@ -1045,6 +1045,12 @@ fn run_core(
     Finished { engine, published, audits_passed, times }
 }
 
+/// The engine's fan-out links. The `Mutex` only makes the engine `Sync`: `get_mut` needs
+/// `&mut` and never locks, and no thread can have poisoned it while holding it.
+pub(crate) fn links(fan_out: &mut std::sync::Mutex<Option<FanOut>>) -> &mut Option<FanOut> {
+    fan_out.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The engine, for writing: helpers hold it only during a group's stage R, and the core
 /// waits for all of them before it goes on.
 #[inline]
@@ -1067,11 +1073,10 @@ fn risk_fanned_out(engine: &mut Arc<Engine>, group: &Arc<Vec<Sequenced>>) {
         return;
     }
     let mut risk = std::mem::take(&mut e.risk);
-    let fan_out = e.fan_out.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut fan_out = fan_out.take().expect("a pipeline with helpers has its links");
+    let mut fan_out = links(&mut e.fan_out).take().expect("a pipeline with helpers has its links");
     fan_out.risk(engine, group, &mut risk);
     let e = core(engine);
-    *e.fan_out.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fan_out);
+    *links(&mut e.fan_out) = Some(fan_out);
     e.merge_decisions(&mut risk);
     e.risk = risk;
 }
