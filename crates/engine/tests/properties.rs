@@ -1448,7 +1448,7 @@ fn check_stream(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], opts: &Opts) -> Result
         let run = replay(&out.commands, &out.cuts, shards);
         same_run(&out, run, &format!("{shards} shards"), |_| false)?;
     }
-    // 6b: other cuts give the same events and state, unless either run refused margin.
+    // 6b: other cuts give the same events and state, or first differ at a margin decision.
     let mut other = Vec::new();
     let mut left = out.commands.len();
     for len in group_sizes(cuts_b) {
