@@ -7,6 +7,10 @@
 //! Both sides keep the state an engine needs to address orders by id: for ours that is
 //! `FxHashMap<id, OrderHandle>` next to the book (the book itself is handle-addressed, as
 //! the engine's order records hold the handle); `lobster` keeps its own id map inside.
+//!
+//! [`ticker`] is the remargin bench's engine, kept here so that the tests build it.
+pub mod ticker;
+
 use amdahl_book::{Book, BookConfig, Match, OrderHandle, RestingOrder, Taker};
 use amdahl_types::{AccountId, OrderId, Price, Qty, Side};
 use lobster::{OrderBook, OrderEvent, OrderType};
