@@ -10,8 +10,10 @@
 //! isolated leverage, then one rests a 100-contract sell and the other crosses it, so every
 //! account holds one position (half long, half short: the market nets to zero as the
 //! tick's recount demands) and the book ends empty. Entry prices spread over ±10 ticks.
-//! Two variants: `isolated` (10x: one multiply and one compare per position) and `cross`
-//! (leverage 0: every position takes the account-level check, `is_liquidatable`).
+//! Three variants: `isolated` (10x: one multiply and one compare per position), `cross`
+//! (leverage 0: every position moves its account's cross sum and compares it with the
+//! wallet), and `cross_scattered` (the same, the pairs trading in a shuffled order, so the
+//! positions open in no account order, as in real flow).
 //!
 //! Timed: `Engine::apply` of one `Command::Mark`, alternating 10000.0 and 10000.5 USD so
 //! every tick changes the price and nobody is liquidated (checked); the events go to a
@@ -25,8 +27,8 @@
 //! puts 10,000 positions in an engine of 1,000,000 accounts: its tick should cost what the
 //! 10,000-account one does.
 //!
-//! `REMARGIN_PROFILE=<isolated|cross>:<N>` runs only that variant's ticks for ~10 s (for
-//! `perf record`), printing the time per position.
+//! `REMARGIN_PROFILE=<variant>:<N>` runs only that variant's ticks for ~10 s (for `perf
+//! record`), printing the time per position.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -124,8 +126,8 @@ fn interleaved(name: String, t: &mut Ticker, floor: &Floor) -> Row {
 }
 
 fn profile(spec: &str) {
-    let (margin, n) = spec.split_once(':').expect("REMARGIN_PROFILE=<isolated|cross>:<N>");
-    let margin = if margin == "cross" { Margin::Cross } else { Margin::Isolated };
+    let (margin, n) = spec.split_once(':').expect("REMARGIN_PROFILE=<variant>:<N>");
+    let margin = Margin::named(margin).expect("isolated, cross or cross_scattered");
     let n: usize = n.parse().expect("N");
     let mut t = Ticker::new(n, n, margin);
     let floor = Floor::new(n);
@@ -152,7 +154,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let sizes: &[usize] = if quick { &SIZES[..1] } else { &SIZES };
     let mut rows = Vec::new();
-    for margin in [Margin::Isolated, Margin::Cross] {
+    for margin in Margin::ALL {
         for &n in sizes {
             let mut t = Ticker::new(n, n, margin);
             let floor = Floor::new(n);

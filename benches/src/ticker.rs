@@ -22,15 +22,25 @@ const TIME: Timestamp = Timestamp(1_767_225_600_000_000_000);
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Margin {
     Isolated,
+    /// Cross, the pairs trading in account order (the packed rows start in it).
     Cross,
+    /// Cross, the pairs trading in a scattered order, as positions open in real flow.
+    CrossScattered,
 }
 
 impl Margin {
+    pub const ALL: [Margin; 3] = [Margin::Isolated, Margin::Cross, Margin::CrossScattered];
+
     pub fn name(self) -> &'static str {
         match self {
             Margin::Isolated => "isolated",
             Margin::Cross => "cross",
+            Margin::CrossScattered => "cross_scattered",
         }
+    }
+
+    pub fn named(name: &str) -> Option<Margin> {
+        Margin::ALL.into_iter().find(|m| m.name() == name)
     }
 }
 
@@ -73,10 +83,15 @@ impl Ticker {
         };
         // Batches of 1024 pairs, in two groups each: the deposits (and leverage), then the
         // orders, which stage R checks against the state the deposits' group left.
-        let pairs = positions as u32 / 2;
-        for batch in (0..pairs).step_by(1024) {
-            let batch = batch..(batch + 1024).min(pairs);
-            for pair in batch.clone() {
+        let mut order: Vec<u32> = (0..positions as u32 / 2).collect();
+        if margin == Margin::CrossScattered {
+            let mut rng = crate::SplitMix64(7);
+            for k in (1..order.len()).rev() {
+                order.swap(k, (rng.next_u64() % (k as u64 + 1)) as usize);
+            }
+        }
+        for batch in order.chunks(1024) {
+            for &pair in batch {
                 for account in [AccountId(2 * pair), AccountId(2 * pair + 1)] {
                     t.stage(Command::Deposit {
                         account,
@@ -90,7 +105,7 @@ impl Ticker {
                 }
             }
             t.setup_group();
-            for pair in batch {
+            for &pair in batch {
                 let (seller, buyer) = (2 * pair, 2 * pair + 1);
                 let price = MARK - 10 + (pair % 21) as i64;
                 t.stage(Command::Place(limit(seller, 0, Side::Sell, 100, price)));
@@ -110,7 +125,7 @@ impl Ticker {
             };
             assert_eq!(pos.qty, want, "account {a}: setup must leave one position each");
             let cross = pos.leverage == Leverage::CROSS;
-            assert!(want == 0 || cross == (margin == Margin::Cross), "account {a}: leverage");
+            assert!(want == 0 || cross == (margin != Margin::Isolated), "account {a}: leverage");
         }
         assert_eq!(t.engine.open_orders(), 0, "setup must leave the book empty");
         // One tick each way: only `MarkChanged`, nobody liquidated.
@@ -168,13 +183,17 @@ impl Ticker {
         start.elapsed()
     }
 
-    /// Nothing liquidated, and the ticks' recounts held (the group's audit passes).
+    /// Nothing liquidated, the ticks' recounts held (the group's audit passes), and a full
+    /// audit holds.
     pub fn check(&mut self) {
         let mut queued = Vec::new();
         self.engine.take_liquidations(&mut queued);
         assert!(queued.is_empty(), "a small mark move liquidated: {queued:?}");
         self.end_group();
         assert!(!self.engine.is_halted());
+        // Every cache against the positions, the packed rows included (the groups here
+        // audit only what their commands touched, and ticks touch no position).
+        assert_eq!(self.engine.audit_full(), Ok(()));
     }
 }
 
@@ -186,8 +205,10 @@ mod tests {
     /// liquidated: `new` asserts it) and tick, and the ticks' recounts hold.
     #[test]
     fn the_remargin_bench_sets_up_and_ticks() {
-        for margin in [Margin::Isolated, Margin::Cross] {
-            let mut t = Ticker::new(3_000, 4_000, margin);
+        for margin in Margin::ALL {
+            // Enough scattered rows that the first tick puts them in account order.
+            let n = if margin == Margin::CrossScattered { 10_000 } else { 3_000 };
+            let mut t = Ticker::new(n, n + 1_000, margin);
             t.ticks(5);
             t.check();
             t.ticks(2);
