@@ -9,8 +9,9 @@
 //!    ([`DEPOSIT_XBT`], [`DEPOSIT_USDT`]), ample for the order sizes below.
 //!    Then, if `positions` is set, that many open positions: pairs of accounts trade one
 //!    order size at the opening mark (a resting buy, then an IOC sell that fills it), pair
-//!    after pair round-robin over the markets — the standing open interest a remargin-heavy
-//!    run re-values on every tick (positions take the default, cross, margin).
+//!    after pair round-robin over the markets, the pairs in a seeded shuffle (positions open
+//!    in no account order in real flow) — the standing open interest a remargin-heavy run
+//!    re-values on every tick (positions take the default, cross, margin).
 //! 2. **The mix**, `commands` long, per mille (see [`mix`]): 450 limit orders near the mark,
 //!    300 cancels, 100 amends, 100 crossing orders (half Market, half IOC limits), 20
 //!    stop-market orders, 15 cancel-alls, 15 leverage changes; and, when `mark_every` is
@@ -109,7 +110,8 @@ pub struct WorkloadConfig {
     pub mark_every: u64,
     /// The largest move of one mark tick, in ticks. Larger steps liquidate more.
     pub mark_step_ticks: u64,
-    /// Open positions the setup creates (even; at most accounts × markets).
+    /// Open positions the setup creates (even; at most markets × the accounts that pair up:
+    /// an odd last account holds none).
     pub positions: u64,
     /// Commands per group (the engine audits after each group).
     pub group_size: u32,
@@ -146,14 +148,12 @@ impl WorkloadConfig {
         if self.group_size == 0 {
             return Err("group_size must be at least 1".into());
         }
-        if !self.positions.is_multiple_of(2)
-            || self.positions > self.accounts as u64 * self.markets as u64
-            || (self.positions > 0 && self.accounts < 2)
-        {
+        // Seeds pair accounts (2p, 2p+1): an odd last account holds none.
+        let seedable = (self.accounts as u64 / 2 * 2) * self.markets as u64;
+        if !self.positions.is_multiple_of(2) || self.positions > seedable {
             return Err(format!(
-                "positions {}: need an even number ≤ accounts × markets ({}), and 2 accounts",
+                "positions {}: need an even number ≤ paired accounts × markets ({seedable})",
                 self.positions,
-                self.accounts as u64 * self.markets as u64
             ));
         }
         // Deposits must not overflow the ledger's i64 sums.
@@ -269,6 +269,9 @@ pub struct Workload {
     emitted: u64,
     setup_len: u64,
     marks_sent: u64,
+    /// The order in which account pairs open their seeded positions: shuffled, as
+    /// positions open in real flow (empty without seeded positions).
+    seed_pairs: Vec<u32>,
 }
 
 impl Workload {
@@ -310,8 +313,23 @@ impl Workload {
             emitted: 0,
             setup_len: config.setup_len(),
             marks_sent: 0,
+            seed_pairs: Self::seed_pairs(config),
             config: config.clone(),
         }
+    }
+
+    /// Account pairs 0..accounts/2 in a seeded shuffle (Fisher–Yates, on a PRNG of its own so
+    /// the mix after the setup does not depend on `positions`).
+    fn seed_pairs(config: &WorkloadConfig) -> Vec<u32> {
+        if config.positions == 0 {
+            return Vec::new();
+        }
+        let mut pairs: Vec<u32> = (0..config.accounts / 2).collect();
+        let mut rng = Rng::new(config.seed ^ 0x5EED_9A1B_0000_0000);
+        for k in (1..pairs.len()).rev() {
+            pairs.swap(k, rng.below(k as u64 + 1) as usize);
+        }
+        pairs
     }
 
     pub fn config(&self) -> &WorkloadConfig {
@@ -335,9 +353,16 @@ impl Workload {
     }
 
     fn deposit(&self, i: u64) -> Command {
-        // Account-major: every currency of account 0, then account 1, …
+        // Account-major: every currency of one account, then the next. With seeded
+        // positions the accounts come pair by pair in the seeds' order, so a seed's
+        // deposits are as far ahead of it as in an unshuffled stream: a group cut near the
+        // end of the deposits never holds a seed whose deposit stage R has not yet seen.
         let n = self.currencies.iter().flatten().count() as u64;
-        let account = AccountId((i / n) as u32);
+        let k = (i / n) as u32;
+        let account = match self.seed_pairs.get(k as usize / 2) {
+            Some(&pair) => AccountId(2 * pair + k % 2),
+            None => AccountId(k),
+        };
         let currency = self.currencies.iter().flatten().nth((i % n) as usize).copied();
         let currency = currency.expect("at least one currency in use");
         let amount = match currency {
@@ -347,17 +372,18 @@ impl Workload {
         Command::Deposit { account, currency, amount }
     }
 
-    /// Seeding command `j`: pair `j / 2` opens a long and a short of one order size at the
-    /// opening mark. Pairs go round-robin over the markets, and within a market over
-    /// account pairs (2p, 2p+1), so every (account, market) holds at most one seed.
+    /// Seeding command `j`: seed `j / 2` opens a long and a short of one order size at the
+    /// opening mark. Seeds go round-robin over the markets, and within a market over
+    /// account pairs (2p, 2p+1) in the shuffled order of `seed_pairs`, so every (account,
+    /// market) holds at most one seed (`validate`: at most accounts / 2 seeds per market).
     fn seed_position(&mut self, j: u64) -> Command {
         let markets = self.config.markets as u64;
-        let (pair, m) = (j / 2 / markets, (j / 2 % markets) as usize);
-        let accounts = self.config.accounts as u64;
+        let (seed, m) = (j / 2 / markets, (j / 2 % markets) as usize);
+        let pair = self.seed_pairs[seed as usize] as u64;
         let (side, account, tif) = if j.is_multiple_of(2) {
-            (Side::Buy, 2 * pair % accounts, TimeInForce::GoodTillCancel)
+            (Side::Buy, 2 * pair, TimeInForce::GoodTillCancel)
         } else {
-            (Side::Sell, (2 * pair + 1) % accounts, TimeInForce::ImmediateOrCancel)
+            (Side::Sell, 2 * pair + 1, TimeInForce::ImmediateOrCancel)
         };
         let s = self.markets[m];
         let mut o = Self::order(account as u32, m, side, OrdType::Limit, s.lot * s.qty_scale);
@@ -755,26 +781,46 @@ mod tests {
 
     #[test]
     fn seeded_positions_are_open_after_setup() {
-        // 3 markets × 1000 accounts; 2400 positions = 1200 pairs, 400 per market.
-        let config = WorkloadConfig { positions: 2400, commands: 0, ..small() };
-        let config = WorkloadConfig { accounts: 1000, markets: 3, ..config };
-        let g = generate(&config);
-        assert_eq!(g.setup.len() as u64, config.setup_len());
-        let mut engine = Engine::new(&g.engine);
-        let mut events: Vec<Event> = Vec::new();
-        assert!(apply_grouped(&mut engine, &g.setup, 64, &mut events));
-        let rejected = events.iter().filter(|e| matches!(e, Event::Rejected { .. })).count();
-        assert_eq!(rejected, 0, "every seeding order is accepted");
-        let mut open = 0;
-        for a in 0..1000 {
-            for m in 0..3 {
-                let q = engine.position(AccountId(a), MarketId(m)).qty;
-                open += (q != 0) as u64;
+        // 3 markets × 1001 accounts: 500 pairs (the odd last account holds none), so at
+        // most 3000 seeded positions; 2400 = 1200 seeds, 400 per market, and all 3000.
+        for positions in [2400, 3000] {
+            let config = WorkloadConfig { positions, commands: 0, ..small() };
+            let config = WorkloadConfig { accounts: 1001, markets: 3, ..config };
+            let g = generate(&config);
+            assert_eq!(g.setup.len() as u64, config.setup_len());
+            let mut engine = Engine::new(&g.engine);
+            let mut events: Vec<Event> = Vec::new();
+            assert!(apply_grouped(&mut engine, &g.setup, 64, &mut events));
+            let rejected = events.iter().filter(|e| matches!(e, Event::Rejected { .. })).count();
+            assert_eq!(rejected, 0, "every seeding order is accepted");
+            // Every seed opened its own (account, market): one order size each, no more.
+            let mut open = 0;
+            for a in 0..1001 {
+                for m in 0..3u16 {
+                    let q = engine.position(AccountId(a), MarketId(m)).qty;
+                    let size = 10 * Instrument::xbtusd().lot.0;
+                    let size = if m % 2 == 0 { size } else { 100 * Instrument::xbtusdt().lot.0 };
+                    assert!(q == 0 || q.abs() == size, "account {a} market {m}: {q}");
+                    open += (q != 0) as u64;
+                }
             }
+            assert_eq!(open, positions);
+            // Every account made its deposits, the odd last one included.
+            for a in 0..1001 {
+                for c in [Currency::XBt, Currency::USDt] {
+                    assert!(engine.ledger().wallet(AccountId(a), c) > 0, "account {a}: {c:?}");
+                }
+            }
+            // Not in account order: the first seeds are scattered over the accounts.
+            let first: Vec<u32> = g.setup[config.deposits_len() as usize..][..8]
+                .iter()
+                .filter_map(|c| c.command.account())
+                .map(|a| a.0)
+                .collect();
+            assert!(!first.is_sorted(), "seeds in account order: {first:?}");
         }
-        assert_eq!(open, 2400);
-        // Too many for the accounts is refused.
-        let too_many = WorkloadConfig { positions: 3002, ..config };
-        assert!(too_many.validate().is_err());
+        // Too many for the paired accounts is refused.
+        let config = WorkloadConfig { accounts: 1001, markets: 3, commands: 0, ..small() };
+        assert!(WorkloadConfig { positions: 3002, ..config }.validate().is_err());
     }
 }
