@@ -45,8 +45,9 @@ pub struct BenchArgs {
     /// The largest move of one mark tick, in ticks (a random walk within ±2% of the open).
     #[arg(long, default_value_t = 3)]
     pub mark_step: u64,
-    /// Open positions the setup creates before timing starts (pairs trading at the
-    /// opening mark; even, at most accounts × markets): the remargin-heavy workload.
+    /// Open positions the setup creates before timing starts (account pairs, in a seeded
+    /// shuffle, trading at the opening mark; even, at most markets × the accounts that pair
+    /// up): the remargin-heavy workload.
     #[arg(long, default_value_t = 0)]
     pub positions: u64,
     /// Commands per group (the engine audits after each group).
