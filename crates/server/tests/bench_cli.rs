@@ -64,6 +64,41 @@ fn every_topology_gives_the_serial_engines_events_and_state() {
     assert!(liquidations.unwrap_or(0) > 0, "the workload must liquidate: {}", runs[0]);
 }
 
+/// Enough scattered positions per account shard (≥ 4096 rows in a market) that the
+/// remargin passes put their rows back in account order, on the core and on a helper;
+/// the rolled audit, a full cycle every 4096 commands, checks the packed rows against
+/// the positions, and every topology must still agree with the serial engine.
+#[test]
+fn a_remargin_heavy_run_reorders_its_rows_and_every_topology_agrees() {
+    let args = [
+        "--commands",
+        "20000",
+        "--accounts",
+        "12000",
+        "--markets",
+        "2",
+        "--mark-every",
+        "50",
+        "--mark-step",
+        "40",
+        "--positions",
+        "20000",
+        "--audit-cycle",
+        "4096",
+        "--threads",
+        "1,2",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let runs = field(&json, "runs").as_array().expect("one entry per topology");
+    for run in runs {
+        assert_eq!(field(run, "halted"), &serde_json::Value::Bool(false), "{run}");
+    }
+    assert_eq!(field(&json, "event_hashes_equal"), &serde_json::Value::Bool(true));
+    assert_eq!(field(&json, "state_hashes_equal"), &serde_json::Value::Bool(true));
+}
+
 /// `--rounds` interleaves the topologies; the report's ratios are the ratio of median
 /// throughputs and the median of each round's own ratio, both recomputed here from the runs.
 #[test]
