@@ -10,10 +10,11 @@
 //! isolated leverage, then one rests a 100-contract sell and the other crosses it, so every
 //! account holds one position (half long, half short: the market nets to zero as the
 //! tick's recount demands) and the book ends empty. Entry prices spread over ±10 ticks.
-//! Three variants: `isolated` (10x: one multiply and one compare per position), `cross`
+//! Four variants: `isolated` (10x: one multiply and one compare per position), `cross`
 //! (leverage 0: every position moves its account's cross sum and compares it with the
-//! wallet), and `cross_scattered` (the same, the pairs trading in a shuffled order, so the
-//! positions open in no account order, as in real flow).
+//! wallet), `cross_scattered` (the same, the pairs trading in a shuffled order, so the
+//! positions open in no account order, as in real flow), and `mixed` (isolated, one pair
+//! in eight cross).
 //!
 //! Timed: `Engine::apply` of one `Command::Mark`, alternating 10000.0 and 10000.5 USD so
 //! every tick changes the price and nobody is liquidated (checked); the events go to a

@@ -26,16 +26,20 @@ pub enum Margin {
     Cross,
     /// Cross, the pairs trading in a scattered order, as positions open in real flow.
     CrossScattered,
+    /// Isolated, but one pair in eight cross: a market as traders hold it, mixed.
+    Mixed,
 }
 
 impl Margin {
-    pub const ALL: [Margin; 3] = [Margin::Isolated, Margin::Cross, Margin::CrossScattered];
+    pub const ALL: [Margin; 4] =
+        [Margin::Isolated, Margin::Cross, Margin::CrossScattered, Margin::Mixed];
 
     pub fn name(self) -> &'static str {
         match self {
             Margin::Isolated => "isolated",
             Margin::Cross => "cross",
             Margin::CrossScattered => "cross_scattered",
+            Margin::Mixed => "mixed",
         }
     }
 
@@ -98,7 +102,7 @@ impl Ticker {
                         currency: Currency::XBt,
                         amount: 10_000_000,
                     });
-                    if margin == Margin::Isolated {
+                    if Self::isolated(margin, pair) {
                         let leverage = Leverage(1000);
                         t.stage(Command::SetLeverage { account, market: MARKET, leverage });
                     }
@@ -125,7 +129,8 @@ impl Ticker {
             };
             assert_eq!(pos.qty, want, "account {a}: setup must leave one position each");
             let cross = pos.leverage == Leverage::CROSS;
-            assert!(want == 0 || cross == (margin != Margin::Isolated), "account {a}: leverage");
+            let isolated = Self::isolated(margin, a / 2);
+            assert!(want == 0 || cross != isolated, "account {a}: leverage");
         }
         assert_eq!(t.engine.open_orders(), 0, "setup must leave the book empty");
         // One tick each way: only `MarkChanged`, nobody liquidated.
@@ -141,6 +146,15 @@ impl Ticker {
     fn next(&mut self, command: Command) -> Sequenced {
         self.seq += 1;
         Sequenced { seq: Seq(self.seq), time: TIME, command }
+    }
+
+    /// Whether account pair `pair` holds isolated (10x) positions.
+    fn isolated(margin: Margin, pair: u32) -> bool {
+        match margin {
+            Margin::Isolated => true,
+            Margin::Cross | Margin::CrossScattered => false,
+            Margin::Mixed => !pair.is_multiple_of(8),
+        }
     }
 
     fn stage(&mut self, command: Command) {
