@@ -320,6 +320,10 @@ impl Engine {
     pub fn open_orders(&self) -> usize {
         self.orders.len()
     }
+    /// Open positions in `market`: the rows a mark tick of it re-margins.
+    pub fn open_positions(&self, market: MarketId) -> usize {
+        self.shards.iter().map(|s| s.open[market.0 as usize].len()).sum()
+    }
     pub fn is_halted(&self) -> bool {
         self.halt.is_some()
     }

@@ -194,6 +194,8 @@ struct Progress {
 #[derive(Default)]
 pub struct CoreTimes {
     pub mark_ns: Vec<u64>,
+    /// Open positions the timed mark ticks re-margined, all told.
+    pub mark_positions: u64,
     pub audit_ns: Vec<u64>,
 }
 
@@ -991,11 +993,20 @@ fn run_core(
                     }
                     let e = core(&mut engine);
                     for (k, cmd) in group.iter().enumerate() {
-                        let mark = matches!(cmd.command, Command::Mark { .. });
-                        let start = if mark { clock.map_or(0, |c| c()) } else { 0 };
+                        let mark = match cmd.command {
+                            Command::Mark { market, .. } if clock.is_some() => Some(market),
+                            _ => None,
+                        };
+                        let start = if mark.is_some() { clock.map_or(0, |c| c()) } else { 0 };
+                        let rows = mark.map_or(0, |m| e.open_positions(m) as u64);
                         e.apply(cmd, &mut sink);
-                        if mark {
+                        if mark.is_some() {
+                            let before = times.mark_ns.len();
                             timed(&mut times.mark_ns, start);
+                            // Counted with the tick's time, so the two sums agree.
+                            if times.mark_ns.len() > before {
+                                times.mark_positions += rows;
+                            }
                         }
                         // Entry times travel only when latency is measured.
                         if k >= fed && clock.is_some() {

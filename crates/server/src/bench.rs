@@ -1,7 +1,8 @@
 //! `amdahl bench`: generate a seeded workload, run it through the serial engine and/or
 //! pipelines of several topologies (one after the other, in one process, on the same
 //! workload), and report throughput, latency percentiles, remargin and audit times,
-//! allocations per command, reject counts and the output/state hashes.
+//! positions re-margined per second of tick time (and per thread), allocations per
+//! command, reject counts and the output/state hashes.
 //!
 //! Serial runs (`--threads 1`) time each command as the engine applies it. Pipeline runs
 //! time from ingress (when the driver meant to submit the command: open loop, no
@@ -212,6 +213,18 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
 }
 
+/// Positions re-margined per second of mark-tick time, and per engine thread (a tick
+/// spreads over every thread of a pipeline).
+fn remargin_rate(positions: u64, tick_ns: u64, threads: usize) -> Value {
+    let per_s = if tick_ns > 0 { positions as f64 * 1e9 / tick_ns as f64 } else { 0.0 };
+    json!({
+        "positions": positions,
+        "tick_seconds": tick_ns as f64 / 1e9,
+        "positions_per_s": per_s.round(),
+        "positions_per_s_per_thread": (per_s / threads.max(1) as f64).round(),
+    })
+}
+
 fn percentiles(h: &Histogram<u64>) -> Value {
     json!({
         "p50": h.value_at_quantile(0.50),
@@ -258,6 +271,9 @@ fn ns(d: std::time::Duration) -> u64 {
 struct Timed {
     command_ns: Histogram<u64>,
     mark_ns: Histogram<u64>,
+    /// Open positions the mark ticks re-margined, and the ticks' time, exactly.
+    mark_positions: u64,
+    mark_total_ns: u64,
     group_ns: Histogram<u64>,
     audit_ns: Histogram<u64>,
     audit_total_ns: u64,
@@ -273,6 +289,8 @@ impl Timed {
         Timed {
             command_ns: histogram(),
             mark_ns: histogram(),
+            mark_positions: 0,
+            mark_total_ns: 0,
             group_ns: histogram(),
             audit_ns: histogram(),
             audit_total_ns: 0,
@@ -322,11 +340,18 @@ fn timed_run(
         m.risk_ns.saturating_record(ns(now - t));
         t = now;
         for cmd in &numbered {
+            // The rows a mark tick re-margins, counted before it (a few ns in a tick's time).
+            let rows = match cmd.command {
+                Command::Mark { market, .. } => engine.open_positions(market) as u64,
+                _ => 0,
+            };
             engine.apply(cmd, &mut m.sink);
             let now = Instant::now();
             m.command_ns.saturating_record(ns(now - t));
-            if matches!(cmd.command, Command::Mark { .. }) {
+            if let Command::Mark { .. } = cmd.command {
                 m.mark_ns.saturating_record(ns(now - t));
+                m.mark_positions += rows;
+                m.mark_total_ns += ns(now - t);
             }
             t = now;
         }
@@ -388,6 +413,8 @@ fn serial_run(config: &WorkloadConfig, workload: &Generated) -> RunReport {
     let Timed {
         command_ns,
         mark_ns,
+        mark_positions,
+        mark_total_ns,
         group_ns,
         audit_ns,
         audit_total_ns,
@@ -422,6 +449,7 @@ fn serial_run(config: &WorkloadConfig, workload: &Generated) -> RunReport {
         "latency": "per command, as the engine applies it",
         "command_latency_ns": percentiles(&command_ns),
         "mark_tick_ns": percentiles(&mark_ns),
+        "remargin": remargin_rate(mark_positions, mark_total_ns, 1),
         "group_latency_ns": percentiles(&group_ns),
         "audit_ns_per_group": percentiles(&audit_ns),
         "audit_seconds": audit_total_ns as f64 / 1e9,
@@ -598,6 +626,11 @@ fn pipeline_run(
         "latency": "ingress (scheduled) to publish of the command's group",
         "command_latency_ns": percentiles(&latency),
         "mark_tick_ns": percentiles(&mark_ns),
+        "remargin": remargin_rate(
+            done.times.mark_positions,
+            done.times.mark_ns.iter().sum(),
+            topology.threads,
+        ),
         "audit_ns_per_group": percentiles(&audit_ns),
         "audit_seconds": audits.iter().sum::<u64>() as f64 / 1e9,
         "allocations": allocations,

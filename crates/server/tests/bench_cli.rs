@@ -57,6 +57,11 @@ fn every_topology_gives_the_serial_engines_events_and_state() {
         assert_eq!(field(run, "state_hash"), field(&runs[0], "state_hash"), "{run}");
         assert!(field(field(run, "mark_tick_ns"), "count").as_u64().unwrap() > 0);
         assert!(field(run, "allocations_per_command").as_f64().is_some());
+        // Every topology re-margins the same rows on the same ticks.
+        let remargin = |r| field(field(r, "remargin"), "positions").as_u64().unwrap();
+        assert_eq!(remargin(run), remargin(&runs[0]), "{run}");
+        assert!(remargin(run) > 0);
+        assert!(field(field(run, "remargin"), "positions_per_s").as_f64().unwrap() > 0.0);
     }
     assert_eq!(field(&json, "event_hashes_equal"), &serde_json::Value::Bool(true));
     assert_eq!(field(&json, "state_hashes_equal"), &serde_json::Value::Bool(true));
