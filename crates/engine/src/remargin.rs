@@ -12,7 +12,8 @@
 //! compare sends it to the account-level check, which reads cached margins.
 //!
 //! Hot bytes per position: 4 (account) + 8 (qty) + 8 (floor) + 8 (cost, for the tick's
-//! recount) = 28 ≤ 32.
+//! recount) = 28 ≤ 32. A cross row also reads its account's cross sum and wallet; the rows
+//! are kept near account order (`OpenPositions::order`) so those reads walk forwards.
 
 use amdahl_ledger::Ledger;
 use amdahl_risk::{ContractKind, Instrument, Position};
