@@ -53,6 +53,9 @@
 //! Run more cases with `PROPTEST_CASES=n`; the soak test (`--ignored`) reads
 //! `AMDAHL_SOAK_CASES` (default 2000).
 
+mod common;
+
+use common::{cut_lengths, group_sizes};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -1191,10 +1194,6 @@ fn stamp(seq: u64, time: i64, command: Command) -> Sequenced {
     Sequenced { seq: Seq(seq), time: Timestamp(time), command }
 }
 
-fn group_sizes(cuts: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    cuts.iter().cycle().map(|&c| c.max(1) as usize)
-}
-
 fn evs_lines(evs: &[Event]) -> String {
     evs.iter().map(|e| format!("  {e:?}\n")).collect()
 }
@@ -1449,15 +1448,7 @@ fn check_stream(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], opts: &Opts) -> Result
         same_run(&out, run, &format!("{shards} shards"), |_| false)?;
     }
     // 6b: other cuts give the same events and state, or first differ at a margin decision.
-    let mut other = Vec::new();
-    let mut left = out.commands.len();
-    for len in group_sizes(cuts_b) {
-        if left == 0 {
-            break;
-        }
-        other.push(len.min(left));
-        left -= len.min(left);
-    }
+    let other = cut_lengths(cuts_b, out.commands.len());
     // The first difference must be a margin decision: one run refused where the other
     // did not (everything before it was decided alike, so it is the same).
     let run = replay(&out.commands, &other, 1);

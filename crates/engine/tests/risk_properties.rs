@@ -34,6 +34,9 @@
 //! reads `AMDAHL_SOAK_CASES` (default 1000). `AMDAHL_RISK_STATS=1` prints what each case
 //! exercised (liquidations, ADL, resting liquidation orders, fund-paid Market orders).
 
+mod common;
+
+use common::{cut_lengths, group_sizes};
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -482,10 +485,6 @@ fn ev_lines(evs: &[Event]) -> String {
     evs.iter().map(|e| format!("  {e:?}\n")).collect()
 }
 
-fn group_sizes(cuts: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    cuts.iter().cycle().map(|&c| c.max(1) as usize)
-}
-
 /// Run `ops` with `cuts`, feeding liquidations back, checking properties 1–5 and 7.
 fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
     let mut engine = Engine::new(&config(fund));
@@ -748,15 +747,7 @@ fn check(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], fund: u8) -> Result<Stats, St
     // 6b. Other cuts: identical, or the first difference is a margin decision (stage R
     // decides against the state the last group left, so cuts may change those decisions;
     // everything before the first one was decided alike).
-    let mut other = Vec::new();
-    let mut left = run.stream.len();
-    for len in group_sizes(cuts_b) {
-        if left == 0 {
-            break;
-        }
-        other.push(len.min(left));
-        left -= len.min(left);
-    }
+    let other = cut_lengths(cuts_b, run.stream.len());
     match replay(&run, &other, fund, 1) {
         Ok(()) => run.stats.other_cuts_equal += 1,
         Err(r) if r.refused => run.stats.other_cuts_at_margin += 1,
