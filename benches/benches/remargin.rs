@@ -128,7 +128,7 @@ fn interleaved(name: String, t: &mut Ticker, floor: &Floor) -> Row {
 
 fn profile(spec: &str) {
     let (margin, n) = spec.split_once(':').expect("REMARGIN_PROFILE=<variant>:<N>");
-    let margin = Margin::named(margin).expect("isolated, cross or cross_scattered");
+    let margin = Margin::named(margin).expect("isolated, cross, cross_scattered or mixed");
     let n: usize = n.parse().expect("N");
     let mut t = Ticker::new(n, n, margin);
     let floor = Floor::new(n);
