@@ -216,3 +216,52 @@ fn adl_indicator_ranks_profit_times_leverage() {
     assert_ne!(short, other, "two positions of different leverage rank apart");
     assert_eq!(h.engine.adl_indicator(AccountId(VICTIM), MarketId(0)), Some(5));
 }
+
+/// A cross position whose account also holds an isolated one in the same currency: the
+/// isolated margin is locked away from the cross positions, so the cross position is
+/// liquidated sooner than its cross sum alone (wallet + markValue − cost − posMaint) says.
+/// The mark-tick pass must hand such an account to the full check, not decide it itself.
+///
+/// Account 0 (1 XBT): ETHUSD isolated at 10x, long 100 at 2000.00 (40000 ticks of 0.05):
+///   cost = 100 × 100 × 2000 = 20,000,000; posInit = 10% = 2,000,000;
+///   posComm = ⌈22,000,000 × 0.075%⌉ = 16,500: locked margin 2,016,500.
+/// XBTUSD cross, long 20,000 at 10000.0: cost = 20,000 × −10,000 = −200,000,000;
+///   posInit (IM 1%) 2,000,000, posComm ⌈202,000,000 × 0.075%⌉ = 151,500;
+///   posMaint = 1,000,000 + 151,500 = 1,151,500.
+/// Wallet after both taker fees: 100,000,000 − 15,000 − 150,000 = 99,835,000.
+/// With unit u = round(−2e8 / mark ticks):
+///   full check: 99,835,000 + 20,000u + 200,000,000 − 2,016,500 < 1,151,500 ⇔ u ≤ −14,834:
+///     13483 → round(−14,833.49) = −14,833: safe; 13482 → round(−14,834.59) = −14,835: liquidated.
+///   cross sum alone: 99,835,000 + 20,000u + 200,000,000 − 1,151,500 < 0 ⇔ u ≤ −14,935, first
+///     at 13391 (round(−14,935.40)): 91 ticks too late.
+#[test]
+fn cross_position_beside_an_isolated_one_is_liquidated_by_the_full_account_check() {
+    let mut cfg = EngineConfig::reference(4);
+    cfg.insurance_fund = [ONE_XBT, ONE_XBT];
+    let mut h = Harness::new(&cfg);
+    for a in 0..4 {
+        h.deposit(a, XBT, ONE_XBT);
+    }
+    let (victim, eth) = (AccountId(VICTIM), MarketId(1));
+    h.run(Command::SetLeverage { account: victim, market: eth, leverage: Leverage(1_000) });
+    h.run(Command::Place(limit(SHORT, 1, Side::Sell, 100, 40_000)));
+    h.run(Command::Place(limit(VICTIM, 1, Side::Buy, 100, 40_000)));
+    h.run(Command::Place(limit(SHORT, 0, Side::Sell, 20_000, 20_000)));
+    h.run(Command::Place(limit(VICTIM, 0, Side::Buy, 20_000, 20_000)));
+    assert_eq!(h.engine.position(victim, MarketId(0)).cost, -200_000_000);
+    assert_eq!(h.engine.position(victim, eth).cost, 20_000_000);
+    assert_eq!(h.engine.position_margin(victim, eth), 2_016_500);
+    assert_eq!(h.engine.ledger().wallet(victim, XBT), 99_835_000);
+    // Down to 13483 one tick at a time (each tick re-margins): never liquidated.
+    for mark in (13_483..=13_500).rev() {
+        let ev = h.mark(0, mark);
+        assert_eq!(liquidated(&ev), None, "at {mark}");
+    }
+    assert!(!h.engine.is_liquidatable(victim, MarketId(0)));
+    let ev = h.mark(0, 13_482);
+    assert!(matches!(liquidated(&ev), Some((20_000, _))), "not liquidated at 13482: {ev:?}");
+    assert_eq!(h.engine.position(victim, MarketId(0)).qty, 0);
+    // The isolated position stands on its own margin.
+    assert_eq!(h.engine.position(victim, eth).qty, 100);
+    h.engine.audit_full().unwrap();
+}
