@@ -118,6 +118,21 @@ impl Engine {
         for a in range {
             let account = amdahl_types::AccountId(a);
             let (s, _) = crate::remargin::shard_of(a, self.shards[0].local as u32);
+            // Recounted first: the floors of the account's cross rows depend on them.
+            let (mut base, mut iso) = ([0i128; Currency::COUNT], [0u32; Currency::COUNT]);
+            for (k, mk) in self.markets.iter().enumerate() {
+                let p = &self.positions[a as usize * n + k];
+                let c = mk.inst.settle.index();
+                if p.qty == 0 {
+                    continue;
+                }
+                if p.leverage == amdahl_types::Leverage::CROSS {
+                    let mv = mk.mark_value(p.qty);
+                    base[c] += (mv - p.cost - self.margin_cache[a as usize * n + k].maint) as i128;
+                } else {
+                    iso[c] += 1;
+                }
+            }
             for (m, mk) in self.markets.iter().enumerate() {
                 let i = a as usize * n + m;
                 let p = &self.positions[i];
@@ -134,12 +149,12 @@ impl Engine {
                     }
                 } else {
                     let k = at as usize;
-                    let cross = account == self.liquidator;
                     let floor = crate::remargin::floor(
                         p,
                         &self.margin_cache[i],
                         self.extra_margin[i],
-                        cross,
+                        account == self.liquidator,
+                        iso[mk.inst.settle.index()] != 0,
                     );
                     if at == crate::orders::NIL
                         || open.accounts[k] != a
@@ -156,22 +171,9 @@ impl Engine {
                 continue;
             }
             for currency in Currency::ALL {
-                let (mut base, mut iso) = (0i128, 0u32);
-                for (k, mk) in self.markets.iter().enumerate() {
-                    let p = &self.positions[a as usize * n + k];
-                    if mk.inst.settle != currency || p.qty == 0 {
-                        continue;
-                    }
-                    if p.leverage == amdahl_types::Leverage::CROSS {
-                        let mv = mk.mark_value(p.qty);
-                        base += (mv - p.cost - self.margin_cache[a as usize * n + k].maint) as i128;
-                    } else {
-                        iso += 1;
-                    }
-                }
                 let (s, c) = self.cross_slot(account, currency);
-                let have = self.shards[s].cross[c];
-                if have.base as i128 != base || have.iso != iso {
+                let (i, shard) = (currency.index(), &self.shards[s]);
+                if shard.cross[c] as i128 != base[i] || shard.iso[c] != iso[i] {
                     let market = MarketId(u16::MAX);
                     return Err(AuditError::PositionCache { account: a, market });
                 }
@@ -272,8 +274,7 @@ impl Engine {
                 let open = &shard.open[m];
                 net += open.qty.iter().sum::<i64>();
                 market_cost += open.cost.iter().map(|&c| c as i128).sum::<i128>();
-                let cross =
-                    open.floor.iter().filter(|&&f| f == crate::remargin::ACCOUNT_CHECK).count();
+                let cross = open.floor.iter().filter(|&&f| crate::remargin::is_cross(f)).count();
                 if cross != open.cross_rows as usize {
                     let market = MarketId(m as u16);
                     return Err(AuditError::PositionCache { account: u32::MAX, market });

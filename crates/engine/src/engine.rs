@@ -393,10 +393,13 @@ impl Engine {
             self.extra_margin[i] = 0;
         }
         self.margin_cache[i] = MarginCache::of(&pos, inst);
-        let cross = account == self.liquidator;
-        let floor =
-            crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
+        let liquidator = account == self.liquidator;
+        let beside = crate::remargin::iso_beside(&self.shards, account, inst.settle);
+        let cache = &self.margin_cache[i];
+        let floor = crate::remargin::floor(&pos, cache, self.extra_margin[i], liquidator, beside);
         crate::remargin::sync(&mut self.shards, market, account, &pos, floor);
+        // If this change began or ended the account's last isolated position in the
+        // currency, this re-marks its cross rows (this one among them).
         self.refresh_cross(account, inst.settle);
     }
 
@@ -423,7 +426,17 @@ impl Engine {
             }
         }
         let (s, c) = self.cross_slot(account, currency);
-        self.shards[s].cross[c] = crate::remargin::CrossSum::new(base, iso);
+        let shard = &mut self.shards[s];
+        shard.cross[c] = crate::remargin::cross_sum(base);
+        let was = std::mem::replace(&mut shard.iso[c], iso);
+        if (was != 0) != (iso != 0) {
+            let floor = crate::remargin::cross_floor(iso != 0);
+            for (k, mk) in self.markets.iter().enumerate() {
+                if mk.inst.settle == currency {
+                    shard.open[k].set_cross_floor(account, floor);
+                }
+            }
+        }
     }
 
     /// The account's shard, and its (account, currency) row in the shard's cross sums.
@@ -1867,9 +1880,13 @@ impl Settlement<'_> {
                 self.extra_margin[i] = 0;
             }
             self.margin_cache[i] = MarginCache::of(&pos, inst);
-            let cross = account == self.liquidator;
-            let floor =
-                crate::remargin::floor(&pos, &self.margin_cache[i], self.extra_margin[i], cross);
+            let liquidator = account == self.liquidator;
+            // A fill moves no position between cross and isolated, so the account's
+            // isolated count is current for a cross position (`check_filled` refreshes it
+            // when the fill opened or closed an isolated one).
+            let beside = crate::remargin::iso_beside(self.shards, account, currency);
+            let (cache, extra) = (&self.margin_cache[i], self.extra_margin[i]);
+            let floor = crate::remargin::floor(&pos, cache, extra, liquidator, beside);
             crate::remargin::sync(self.shards, self.market, account, &pos, floor);
             self.filled.push(account);
         }

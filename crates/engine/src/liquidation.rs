@@ -136,9 +136,9 @@ impl Engine {
         // One compare instead of a walk over the markets — the common case after a fill.
         if account != self.liquidator {
             let (s, c) = self.cross_slot(account, currency);
-            let sum = self.shards[s].cross[c];
+            let (sum, iso) = (self.shards[s].cross[c], self.shards[s].iso[c]);
             let wallet = self.ledger.wallet(account, currency) as i128;
-            if sum.iso == 0 && wallet + sum.base as i128 >= 0 {
+            if iso == 0 && wallet + sum as i128 >= 0 {
                 debug_assert!(
                     (0..self.markets.len()).all(|m| self.markets[m].inst.settle != currency
                         || !self.is_liquidatable(account, MarketId(m as u16))),

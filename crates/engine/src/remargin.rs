@@ -8,12 +8,14 @@
 //! − margin`, so the floor is fixed until the position, its leverage or its margin change,
 //! and the pass is one multiply and one compare per position (inverse: markValue = qty ×
 //! unit, with the unit value computed once per tick — no division in the loop). A cross
-//! position depends on the whole account, so its floor is `i64::MAX` ("always look"): the
-//! compare sends it to the account-level check, which reads cached margins.
+//! position depends on the whole account, so its floor is a sentinel above every value
+//! ("always look"): `ACCOUNT_CHECK` sends it to the account's cross sum, `ACCOUNT_DEFER`
+//! (the account holds isolated positions beside) to the engine's full account check.
 //!
 //! Hot bytes per position: 4 (account) + 8 (qty) + 8 (floor) + 8 (cost, for the tick's
-//! recount) = 28 ≤ 32. A cross row also reads its account's cross sum and wallet; the rows
-//! are kept near account order (`OpenPositions::order`) so those reads walk forwards.
+//! recount) = 28 ≤ 32. A cross row also reads its account's wallet and moves its 8-byte
+//! cross sum; the rows are kept near account order (`OpenPositions::order`) so those
+//! accesses walk forwards.
 
 use amdahl_ledger::Ledger;
 use amdahl_risk::{ContractKind, Instrument, Position};
@@ -39,16 +41,46 @@ impl MarginCache {
     }
 }
 
-/// The floor that means "check the whole account" (cross margin, the liquidator).
+/// The floor of a cross row decided by its account's cross sum alone (and of every row of
+/// the liquidation engine, which the pass hands to the engine).
 pub(crate) const ACCOUNT_CHECK: i64 = i64::MAX;
+/// The floor of a cross row whose account also holds isolated positions in the currency:
+/// the pass still moves the cross sum, but the engine's full account check decides. Kept in
+/// the floor rather than read from the account so the pass touches 8 bytes per account
+/// (the sum), not 16: at a million positions the cross pass is bound by memory traffic.
+pub(crate) const ACCOUNT_DEFER: i64 = i64::MAX - 1;
 
-/// The mark value below which the position is under maintenance, or `ACCOUNT_CHECK`.
-pub(crate) fn floor(pos: &Position, cache: &MarginCache, extra_margin: Money, cross: bool) -> i64 {
-    if cross || pos.leverage == Leverage::CROSS {
+/// Whether a floor is one of the cross sentinels (no isolated floor reaches them).
+#[inline]
+pub(crate) fn is_cross(floor: i64) -> bool {
+    floor >= ACCOUNT_DEFER
+}
+
+/// The sentinel for the account's cross rows, by whether it holds isolated positions in
+/// the currency.
+#[inline]
+pub(crate) fn cross_floor(iso_beside: bool) -> i64 {
+    if iso_beside { ACCOUNT_DEFER } else { ACCOUNT_CHECK }
+}
+
+/// The mark value below which the position is under maintenance, or a cross sentinel:
+/// `ACCOUNT_CHECK` for the liquidation engine, `cross_floor(iso_beside)` for a cross
+/// position.
+pub(crate) fn floor(
+    pos: &Position,
+    cache: &MarginCache,
+    extra_margin: Money,
+    liquidator: bool,
+    iso_beside: bool,
+) -> i64 {
+    if liquidator {
         return ACCOUNT_CHECK;
     }
+    if pos.leverage == Leverage::CROSS {
+        return cross_floor(iso_beside);
+    }
     let f = pos.cost as i128 + cache.maint as i128 - (cache.init + extra_margin) as i128;
-    f.clamp(i64::MIN as i128 + 1, i64::MAX as i128 - 1) as i64
+    f.clamp(i64::MIN as i128 + 1, ACCOUNT_DEFER as i128 - 1) as i64
 }
 
 /// The accounts of one account shard with an open position in one market, packed for the
@@ -61,7 +93,7 @@ pub(crate) struct OpenPositions {
     /// Where each of the shard's accounts (by local index, `account % per_shard`) sits in
     /// the arrays, or `NIL`.
     pub index: Vec<u32>,
-    /// Rows whose floor is `ACCOUNT_CHECK` (cross positions, the liquidation engine's).
+    /// Rows whose floor is a cross sentinel (cross positions, the liquidation engine's).
     pub cross_rows: u32,
     /// Rows put out of account order since the arrays were last in it (see `order`).
     disorder: u32,
@@ -98,7 +130,7 @@ impl OpenPositions {
         let at = self.index[a];
         if pos.qty != 0 {
             if at == NIL {
-                self.cross_rows += (floor == ACCOUNT_CHECK) as u32;
+                self.cross_rows += is_cross(floor) as u32;
                 let behind = self.accounts.last().is_some_and(|&last| last > account.0);
                 self.disorder = self.disorder.saturating_add(behind as u32);
                 self.index[a] = self.accounts.len() as u32;
@@ -108,15 +140,15 @@ impl OpenPositions {
                 self.floor.push(floor);
             } else {
                 let k = at as usize;
-                self.cross_rows += (floor == ACCOUNT_CHECK) as u32;
-                self.cross_rows -= (self.floor[k] == ACCOUNT_CHECK) as u32;
+                self.cross_rows += is_cross(floor) as u32;
+                self.cross_rows -= is_cross(self.floor[k]) as u32;
                 self.qty[k] = pos.qty;
                 self.cost[k] = pos.cost;
                 self.floor[k] = floor;
             }
         } else if at != NIL {
             let k = at as usize;
-            self.cross_rows -= (self.floor[k] == ACCOUNT_CHECK) as u32;
+            self.cross_rows -= is_cross(self.floor[k]) as u32;
             self.accounts.swap_remove(k);
             self.qty.swap_remove(k);
             self.cost.swap_remove(k);
@@ -127,6 +159,16 @@ impl OpenPositions {
                 self.disorder = self.disorder.saturating_add(1);
             }
             self.index[a] = NIL;
+        }
+    }
+
+    /// Give the account's row, if it is a cross row, the cross sentinel `floor` (its
+    /// account began or stopped holding isolated positions beside it).
+    pub fn set_cross_floor(&mut self, account: AccountId, floor: i64) {
+        debug_assert!(is_cross(floor));
+        let at = self.at(account);
+        if at != NIL && is_cross(self.floor[at as usize]) {
+            self.floor[at as usize] = floor;
         }
     }
 }
@@ -207,8 +249,17 @@ pub(crate) struct AccountShard {
     /// Per market: this shard's open positions.
     pub open: Vec<OpenPositions>,
     /// Per (currency, local account) — currency-major, so a tick walks one dense run —
-    /// the account's cross sums (see `CrossSum`).
-    pub cross: Vec<CrossSum>,
+    /// the account's cross sum: Σ over its cross positions in the currency of (mark value −
+    /// cost − posMaint). With no isolated position beside them, its cross positions are
+    /// under maintenance exactly when wallet + sum < 0, so a mark tick re-margins a cross
+    /// account by adding its position's change of value and comparing once. The sum of
+    /// position values, each of which the risk limits keep far inside `Money`, fits i64: a
+    /// sum that would leave it is a broken invariant and panics (checked), never wraps.
+    pub cross: Vec<i64>,
+    /// Per (currency, local account), as `cross`: how many isolated positions the account
+    /// holds in the currency. The pass never reads it: its cross rows' floors say whether
+    /// it is zero (`ACCOUNT_CHECK` / `ACCOUNT_DEFER`).
+    pub iso: Vec<u32>,
     /// Accounts per shard (the local index range).
     pub local: usize,
     /// The shard's first account id: account `a` sits at local index `a − first`.
@@ -218,25 +269,18 @@ pub(crate) struct AccountShard {
     pub found: PassFindings,
 }
 
-/// Per (account, currency): Σ over cross positions of (mark value − cost − posMaint), and
-/// how many isolated positions the account holds. With no isolated position a cross account
-/// is under maintenance exactly when wallet + `base` < 0, so a mark tick re-margins it by
-/// adding its position's change of value. Both in one 16-byte record: one memory access
-/// per position on the tick's hot path, and half the bytes an i128 would move (the pass is
-/// bound by memory bandwidth). `base` is a sum of position values, each of which the risk
-/// limits keep far inside `Money`; a sum that would leave i64 is a broken invariant and
-/// panics (checked), never wraps.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-pub(crate) struct CrossSum {
-    pub base: i64,
-    pub iso: u32,
+/// A cross sum as the shard stores it (see `AccountShard::cross`).
+pub(crate) fn cross_sum(base: i128) -> i64 {
+    i64::try_from(base).expect("a cross sum leaves Money: the risk limits failed")
 }
 
-impl CrossSum {
-    pub fn new(base: i128, iso: u32) -> CrossSum {
-        let base = i64::try_from(base).expect("a cross sum leaves Money: the risk limits failed");
-        CrossSum { base, iso }
-    }
+/// Whether the account holds isolated positions in `currency`: the sentinel its cross rows
+/// carry (see `cross_floor`).
+#[inline]
+pub(crate) fn iso_beside(shards: &[AccountShard], account: AccountId, currency: Currency) -> bool {
+    let local = shards[0].local;
+    let (s, a) = shard_of(account.0, local as u32);
+    shards[s].iso[currency.index() * local + a] != 0
 }
 
 /// One shard's findings in one tick: partial sums for the tick's recount and the
@@ -246,9 +290,9 @@ pub(crate) struct PassFindings {
     /// Σ qty and Σ cost (wrapping) over the shard's positions in the market.
     pub net: i64,
     pub cost: i64,
-    /// Rows seen with the `ACCOUNT_CHECK` floor, to hold `OpenPositions::cross_rows` to
+    /// Rows seen with a cross sentinel floor, to hold `OpenPositions::cross_rows` to
     /// (it picks the pass; the pure scan counts them only on its rare path, which a stale
-    /// count always takes: `ACCOUNT_CHECK` is above any value).
+    /// count always takes: the sentinels are above any value).
     pub cross_rows: u32,
     /// Isolated positions (and the liquidation engine's) at or past their floor.
     pub isolated: Vec<u32>,
@@ -265,7 +309,8 @@ impl AccountShard {
         AccountShard {
             first: index * local as u32,
             open: (0..markets).map(|_| OpenPositions::new(local, local as u32)).collect(),
-            cross: vec![CrossSum::default(); local * Currency::COUNT],
+            cross: vec![0; local * Currency::COUNT],
+            iso: vec![0; local * Currency::COUNT],
             local,
             found: PassFindings {
                 net: 0,
@@ -343,6 +388,15 @@ fn scan(qty: &[i64], cost: &[i64], floor: &[i64], value: impl Fn(i64) -> i64) ->
     (net, sum, below)
 }
 
+/// Whether a + b < 0, exactly, for any i64s: the wrapped sum's sign, flipped when the
+/// addition overflowed. Three instructions where the same test in i128 took eleven (the
+/// cross pass makes it once per row: callgrind, `perf/callgrind.sh`).
+#[inline]
+fn sum_is_negative(a: i64, b: i64) -> bool {
+    let (sum, overflowed) = a.overflowing_add(b);
+    (sum < 0) != overflowed
+}
+
 /// Re-margin one shard's positions in the tick's market: the stage-P work of a mark tick.
 /// Reads the ledger (wallets) and writes only the shard. The findings are a set: the
 /// engine queues them in (market, account) order, so neither the layout of the arrays nor
@@ -354,7 +408,7 @@ pub(crate) fn remargin_shard(
     t: &Tick,
 ) {
     let inverse = inst.kind == ContractKind::Inverse;
-    let AccountShard { open, cross, local, first, found } = shard;
+    let AccountShard { open, cross, local, first, found, .. } = shard;
     found.isolated.clear();
     found.cross.clear();
     found.deferred.clear();
@@ -394,7 +448,7 @@ pub(crate) fn remargin_shard(
         // 2. The rare path: find the positions under their floor.
         if any_below {
             for k in 0..n {
-                found.cross_rows += (floor[k] == ACCOUNT_CHECK) as u32;
+                found.cross_rows += is_cross(floor[k]) as u32;
                 if value(qty[k], t.unit, &now, t.mark) < floor[k] {
                     found.isolated.push(accounts[k]);
                 }
@@ -421,8 +475,9 @@ pub(crate) fn remargin_shard(
         net = net.wrapping_add(q);
         sum = sum.wrapping_add(cost[k]);
         let account = accounts[k];
-        if floor[k] != ACCOUNT_CHECK {
-            if value(q, t.unit, &now, t.mark) < floor[k] {
+        let f = floor[k];
+        if !is_cross(f) {
+            if value(q, t.unit, &now, t.mark) < f {
                 found.isolated.push(account);
             }
             continue;
@@ -439,12 +494,12 @@ pub(crate) fn remargin_shard(
             value(q, t.unit, &now, t.mark).checked_sub(value(q, t.old_unit, &before, t.old_mark))
         };
         let sum_of = &mut sums[(account - first) as usize];
-        sum_of.base = delta
-            .and_then(|d| sum_of.base.checked_add(d))
+        *sum_of = delta
+            .and_then(|d| sum_of.checked_add(d))
             .expect("a cross sum leaves Money: the risk limits failed");
-        if sum_of.iso != 0 {
+        if f == ACCOUNT_DEFER {
             found.deferred.push(account);
-        } else if (wallets[account as usize] as i128) + (sum_of.base as i128) < 0 {
+        } else if sum_is_negative(wallets[account as usize], *sum_of) {
             found.cross.push(account);
         }
     }
@@ -477,7 +532,11 @@ mod tests {
                 // A third of the changes close the position.
                 let qty = if x.is_multiple_of(3) { 0 } else { (x >> 40) as i64 % 1000 - 500 };
                 let pos = Position { qty, cost: -7 * qty, ..Position::default() };
-                let floor = if x.is_multiple_of(5) { ACCOUNT_CHECK } else { 3 * qty };
+                let floor = match x % 10 {
+                    0 => ACCOUNT_CHECK,
+                    5 => ACCOUNT_DEFER,
+                    _ => 3 * qty,
+                };
                 open.sync(AccountId(first + local as u32), &pos, floor);
                 truth[local] = (qty, floor);
             }
@@ -501,12 +560,23 @@ mod tests {
                 assert_eq!(open.accounts[k], account.0, "round {round}: index");
                 let row = (open.qty[k], open.cost[k], open.floor[k]);
                 assert_eq!(row, (qty, -7 * qty, floor), "round {round}: row");
-                cross += (open.floor[k] == ACCOUNT_CHECK) as u32;
+                cross += is_cross(open.floor[k]) as u32;
             }
             assert_eq!(open.len(), truth.iter().filter(|t| t.0 != 0).count());
             assert_eq!(open.cross_rows, cross, "round {round}: cross rows");
         }
         assert!(sorts > 10, "the churn put the rows out of order only {sorts} times");
+    }
+
+    /// The sign test agrees with i128 arithmetic, at the edges where i64 overflows.
+    #[test]
+    fn sum_is_negative_is_exact() {
+        let edges = [i64::MIN, i64::MIN + 1, -2, -1, 0, 1, 2, i64::MAX - 1, i64::MAX];
+        for a in edges {
+            for b in edges {
+                assert_eq!(sum_is_negative(a, b), (a as i128) + (b as i128) < 0, "{a} + {b}");
+            }
+        }
     }
 
     /// The strength-reduced value equals `Instrument::value` everywhere it is used: both
