@@ -342,13 +342,18 @@ pub(crate) struct Tick {
 /// `Instrument::value`'s rule exactly — `round_half_away(qty × k / den)` with `k =
 /// multiplier × price × tick.num` — with `k` computed once and the division by the tick's
 /// denominator strength-reduced to a multiply (DESIGN.md §3: exact, never floating point).
-/// A product that leaves 64 bits falls back to `Instrument::value` and its wide path.
+/// Where `den` divides `k` there is nothing to round and the value is `qty × (k / den)`
+/// (ETHUSD at every price; XBTUSDT at every whole dollar). A product that leaves 64 bits
+/// falls back to `Instrument::value` and its wide path.
 #[derive(Clone, Copy)]
 pub(crate) struct LinearValue {
     k: i64,
     den: u64,
     reduced: StrengthReducedU64,
     price: Price,
+    /// `k / den` and `k % den` (truncating).
+    whole: i64,
+    rest: i64,
 }
 
 impl LinearValue {
@@ -358,11 +363,17 @@ impl LinearValue {
         }
         let k = inst.multiplier.checked_mul(price.0)?.checked_mul(inst.tick.num)?;
         let den = inst.tick.den as u64;
-        Some(LinearValue { k, den, reduced: StrengthReducedU64::new(den), price })
+        let (whole, rest) = (k / inst.tick.den, k % inst.tick.den);
+        Some(LinearValue { k, den, reduced: StrengthReducedU64::new(den), price, whole, rest })
     }
 
     #[inline]
     pub fn value(&self, qty: i64, inst: &Instrument) -> i64 {
+        if self.rest == 0
+            && let Some(v) = qty.checked_mul(self.whole)
+        {
+            return v;
+        }
         let Some(n) = qty.checked_mul(self.k) else {
             return inst.value(Qty(qty), self.price);
         };
@@ -372,6 +383,19 @@ impl LinearValue {
         // Half away from zero: up when the remainder is at least half the divisor.
         let rounded = (q + (r >= self.den - r) as u64) as i64;
         if n < 0 { -rounded } else { rounded }
+    }
+
+    /// The change of one contract's value since `before`, when every quantity's value
+    /// changes by exactly `qty ×` it: with k = whole × den + rest at both prices and the
+    /// same rest ≥ 0, `qty × k / den = qty × whole + qty × rest / den`, whose two terms
+    /// share the sign of `qty`, so rounding half away from zero touches only the second —
+    /// the same at both prices. The change is then `qty × (whole − whole_before)`.
+    pub fn change_since(&self, before: &LinearValue) -> Option<i64> {
+        let same = self.den == before.den && self.rest == before.rest;
+        if !same || self.k <= 0 || before.k <= 0 {
+            return None;
+        }
+        self.whole.checked_sub(before.whole)
     }
 }
 
@@ -468,7 +492,13 @@ pub(crate) fn remargin_shard(
     let sums = &mut cross[t.currency.index() * *local..][..*local];
     let wallets = ledger.wallets(t.currency);
     let first = *first;
-    let du = t.unit.checked_sub(t.old_unit).expect("unit values are far inside i64");
+    // A change of value per contract, where one holds for every quantity (inverse: Δunit;
+    // linear: `change_since`): one multiply per row instead of two valuations.
+    let per_contract = if inverse {
+        Some(t.unit.checked_sub(t.old_unit).expect("unit values are far inside i64"))
+    } else {
+        now.as_ref().zip(before.as_ref()).and_then(|(now, before)| now.change_since(before))
+    };
     let (mut net, mut sum, mut cross_rows) = (0i64, 0i64, 0u32);
     for k in 0..n {
         let q = qty[k];
@@ -488,10 +518,10 @@ pub(crate) fn remargin_shard(
             found.isolated.push(account);
             continue;
         }
-        let delta = if inverse {
-            q.checked_mul(du)
-        } else {
-            value(q, t.unit, &now, t.mark).checked_sub(value(q, t.old_unit, &before, t.old_mark))
+        let delta = match per_contract {
+            Some(d) => q.checked_mul(d),
+            None => value(q, t.unit, &now, t.mark)
+                .checked_sub(value(q, t.old_unit, &before, t.old_mark)),
         };
         let sum_of = &mut sums[(account - first) as usize];
         *sum_of = delta
@@ -566,6 +596,36 @@ mod tests {
             assert_eq!(open.cross_rows, cross, "round {round}: cross rows");
         }
         assert!(sorts > 10, "the churn put the rows out of order only {sorts} times");
+    }
+
+    /// Where `change_since` offers a per-contract change, every quantity's value changes
+    /// by exactly quantity × it (checked against `Instrument::value` at both prices), and
+    /// it offers one for the pairs of prices that share k mod den.
+    #[test]
+    fn linear_change_since_is_exact() {
+        let mut odd = Instrument::xbtusdt();
+        odd.tick = amdahl_risk::TickSize { num: 1, den: 3 };
+        for inst in [Instrument::xbtusdt(), Instrument::ethusd(), odd] {
+            let (mut x, mut offered) = (0x2545_F491_4F6C_DD1Du64, 0);
+            for _ in 0..100_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let old = Price(1 + (x % 2_000_000) as i64);
+                let new = Price((old.0 + (x >> 24) as i64 % 41 - 20).max(1));
+                let qty = ((x >> 32) % 2_000_001) as i64 - 1_000_000;
+                let (now, before) = (LinearValue::new(&inst, new), LinearValue::new(&inst, old));
+                let (now, before) = (now.expect("linear"), before.expect("linear"));
+                let want = inst.value(Qty(qty), new) - inst.value(Qty(qty), old);
+                if let Some(d) = now.change_since(&before) {
+                    offered += 1;
+                    assert_eq!(qty * d, want, "{qty}: {old:?} -> {new:?}");
+                }
+                let k = |p: Price| inst.multiplier * p.0 * inst.tick.num % inst.tick.den;
+                assert_eq!(now.change_since(&before).is_some(), k(new) == k(old));
+            }
+            assert!(offered > 30_000, "{}: offered {offered}", inst.symbol);
+        }
     }
 
     /// The sign test agrees with i128 arithmetic, at the edges where i64 overflows.
