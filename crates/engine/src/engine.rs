@@ -442,9 +442,7 @@ impl Engine {
     /// The account's shard, and its (account, currency) row in the shard's cross sums.
     #[inline]
     pub(crate) fn cross_slot(&self, account: AccountId, currency: Currency) -> (usize, usize) {
-        let per_shard = self.shards[0].local;
-        let (s, local) = crate::remargin::shard_of(account.0, per_shard as u32);
-        (s, currency.index() * per_shard + local)
+        crate::remargin::cross_slot(&self.shards, account, currency)
     }
 
     #[inline]
