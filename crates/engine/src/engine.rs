@@ -1,3 +1,4 @@
+use std::ops::Range;
 use std::sync::Arc;
 
 use amdahl_book::{Book, BookConfig, Match, RestingOrder, Taker};
@@ -174,16 +175,14 @@ pub struct Engine {
     pub(crate) recount_failure: Option<crate::audit::AuditError>,
     /// Stage R, one part per account shard (the same ranges as `shards`).
     pub(crate) risk: Vec<crate::risk::RiskShard>,
-    /// R's decisions for the open group's new orders, merged in sequence order.
+    /// R's decisions for the current segment's new orders, merged in sequence order.
     pub(crate) decisions: Vec<crate::risk::Decision>,
     /// How many of `decisions` M has taken.
     decided: usize,
-    /// Per account: the group (`groups + 1`) in which M last wrote anything R reads (wallet,
-    /// positions, order aggregates); and whether a command of this group moved prices for
-    /// everyone (a mark, an index, the clock's funding and settlement). Together they tell
-    /// M when an account still stands where R saw it.
-    written: Vec<u64>,
-    group_wide: bool,
+    /// The open group's commands, which R decides one segment at a time (`risk.rs`), and
+    /// where the current segment ends (the index after its last command).
+    group: Vec<Sequenced>,
+    segment_end: usize,
     /// Whether `begin_group` opened the current group, and the commands applied in it.
     group_begun: bool,
     group_applied: u64,
@@ -281,8 +280,8 @@ impl Engine {
                 .collect(),
             decisions: Vec::with_capacity(1 << 12),
             decided: 0,
-            written: vec![0; rows],
-            group_wide: false,
+            group: Vec::with_capacity(1 << 12),
+            segment_end: 0,
             group_begun: false,
             group_applied: 0,
         }
@@ -406,7 +405,6 @@ impl Engine {
     /// Recompute an account's cross sums in `currency` from its positions (see
     /// `cross_base`), at the marks the remargin passes last moved them to.
     pub(crate) fn refresh_cross(&mut self, account: AccountId, currency: Currency) {
-        self.touch(account);
         let (mut base, mut iso) = (0i128, 0u32);
         // The liquidation engine has no margin: it is worked out, never liquidated.
         let markets =
@@ -452,31 +450,64 @@ impl Engine {
 
     // ---- the command loop ----
 
-    /// Open a group: stage R decides the margin of every new order in it, shard by
-    /// shard, against the state the last group left (see `risk.rs`). Then `apply` each of
-    /// `group`'s commands in order, and `end_group`. A group of one command may skip this:
-    /// its order is then checked against current state, which is the same thing.
+    /// Open a group: stage R decides the margin of every new order in its first segment,
+    /// shard by shard, against the state the last group left (see `risk.rs`). Then
+    /// `apply` each of `group`'s commands in order (R decides each later segment when M
+    /// reaches it), and `end_group`. A group of one command may skip this: its order is
+    /// then checked against current state, which is the same thing.
     pub fn begin_group(&mut self, group: &[Sequenced]) {
-        if !self.open_group() {
-            return;
+        if let Some(segment) = self.open_group(group) {
+            self.risk_segment(segment);
         }
-        let mut risk = std::mem::take(&mut self.risk);
-        for shard in &mut risk {
-            self.risk_pass(group, shard);
-        }
-        self.merge_decisions(&mut risk);
-        self.risk = risk;
     }
 
-    /// Mark a group open; returns whether stage R should decide it (not when halted: then
-    /// every command is refused anyway).
-    pub(crate) fn open_group(&mut self) -> bool {
+    /// Mark a group open and keep its commands; returns its first segment, for stage R to
+    /// decide (none when halted: then every command is refused anyway).
+    pub(crate) fn open_group(&mut self, group: &[Sequenced]) -> Option<Range<usize>> {
         assert!(
             !self.group_begun && self.group_applied == 0,
             "begin_group: the previous group was not ended"
         );
         self.group_begun = true;
-        self.halt.is_none()
+        self.group.clear();
+        self.group.extend_from_slice(group);
+        self.segment_end = 0;
+        self.next_segment()
+    }
+
+    /// The segment R must decide before M applies the group's next command: `Some` once
+    /// M has applied all of the current one and commands remain.
+    pub(crate) fn next_segment(&mut self) -> Option<Range<usize>> {
+        let from = self.group_applied as usize;
+        if !self.group_begun
+            || self.halt.is_some()
+            || from != self.segment_end
+            || from == self.group.len()
+        {
+            return None;
+        }
+        self.segment_end = from + self.segment_len(&self.group[from..]);
+        Some(from..self.segment_end)
+    }
+
+    /// Stage R of a segment of the open group, every shard on this thread.
+    pub(crate) fn risk_segment(&mut self, segment: Range<usize>) {
+        let mut risk = std::mem::take(&mut self.risk);
+        let group = std::mem::take(&mut self.group);
+        for shard in &mut risk {
+            self.risk_pass(&group[segment.clone()], shard);
+        }
+        self.group = group;
+        self.merge_decisions(&mut risk);
+        self.risk = risk;
+    }
+
+    /// End the current segment at the command being applied: it did something R does not
+    /// model (a stop fired), so R decides the rest of the group from the state it leaves.
+    fn end_segment(&mut self) {
+        if self.group_begun {
+            self.segment_end = self.segment_end.min(self.group_applied as usize);
+        }
     }
 
     /// Take the shards' decisions into one list in sequence order, and clear the shards.
@@ -512,12 +543,6 @@ impl Engine {
         None
     }
 
-    /// Note that M changed something of `account` that stage R reads.
-    #[inline]
-    pub(crate) fn touch(&mut self, account: AccountId) {
-        self.written[account.0 as usize] = self.groups + 1;
-    }
-
     /// A whole group: `begin_group`, `apply` each command, `end_group`. Returns what
     /// `end_group` returns.
     pub fn apply_group<S: EventSink>(&mut self, group: &[Sequenced], sink: &mut S) -> bool {
@@ -537,6 +562,15 @@ impl Engine {
         assert!(
             self.group_begun || self.group_applied == 0,
             "a group of more than one command needs begin_group"
+        );
+        if let Some(segment) = self.next_segment() {
+            self.risk_segment(segment);
+        }
+        // (A bench harness may apply more commands than it gave `begin_group`: R decides
+        // nothing for those, and M checks an order among them against current state.)
+        debug_assert!(
+            self.group.get(self.group_applied as usize).is_none_or(|c| c == cmd),
+            "apply takes the group's commands in order"
         );
         self.group_applied += 1;
         self.audited_commands += 1;
@@ -559,15 +593,6 @@ impl Engine {
             return;
         }
         self.now = cmd.time;
-        if matches!(
-            cmd.command,
-            Command::Mark { .. }
-                | Command::Index { .. }
-                | Command::IndexPrice { .. }
-                | Command::Tick
-        ) {
-            self.group_wide = true;
-        }
         self.roll_day(cmd.time, seq, sink);
         match cmd.command {
             Command::Deposit { account, currency, amount } => {
@@ -606,7 +631,8 @@ impl Engine {
         self.group_applied = 0;
         self.decisions.clear();
         self.decided = 0;
-        self.group_wide = false;
+        self.group.clear();
+        self.segment_end = 0;
         if self.halt.is_some() {
             return false;
         }
@@ -673,7 +699,6 @@ impl Engine {
         if let Some(reason) = self.money_refusal(account, amount) {
             return self.reject(seq, account, reason, 0, sink);
         }
-        self.touch(account);
         edit(&mut self.ledger).deposit(account, currency, amount).expect("validated");
         sink.emit(Event::Deposited { seq, account, currency, amount });
     }
@@ -692,7 +717,6 @@ impl Engine {
         if self.available(account, currency) < amount {
             return self.reject(seq, account, RejectReason::InsufficientAvailableBalance, 0, sink);
         }
-        self.touch(account);
         edit(&mut self.ledger).withdraw(account, currency, amount).expect("available covers it");
         sink.emit(Event::Withdrawn { seq, account, currency, amount });
     }
@@ -795,28 +819,27 @@ impl Engine {
             return Err(RejectReason::PostOnlyWouldCross);
         }
         if !o.exec_inst.is_reduce_only() && !o.ord_type.is_conditional() {
-            // Stage R decided this order before the group was matched, against the last
-            // group's state. An order R accepted must also fit what the account holds now:
-            // fills, fees, marks, leverage changes and margin transfers earlier in the
-            // group may have spent what R counted on, and an order the wallet cannot back
-            // makes a position whose loss the wallet cannot pay. Where R saw exactly the
-            // state M sees — R reserved nothing before it for the account's currency, M
-            // wrote nothing of the account and no price moved, and a limit price (a Market
-            // order is valued off the book, which moves) — R's decision is that check.
-            debug_assert!(decided.is_some() || !self.group_begun, "R decides every order here");
-            if let Some(crate::risk::Decision { refusal: Some(reason), .. }) = decided {
-                return Err(reason);
-            }
-            let same = decided.is_some_and(|d| d.fresh)
-                && o.price.is_some()
-                && !self.group_wide
-                && self.written[o.account.0 as usize] != self.groups + 1;
-            if !same || cfg!(debug_assertions) {
-                let v = self.margin_value(o.market, o.side, o.qty, o.price);
-                let refusal = self.margin_refusal(o.account, o.market, o.side, o.qty.0, v);
-                debug_assert!(!same || refusal.is_none(), "R saw this state: {refusal:?}");
-                if let Some(reason) = refusal {
-                    return Err(reason);
+            // Stage R decided this order's margin before its segment was matched, and the
+            // decision is final (DESIGN.md §2, `risk.rs`): M does not read the account's
+            // money to accept it. Only an order applied outside `begin_group` (a group of
+            // one command) is checked here, against the state R would have seen.
+            match decided {
+                Some(d) => {
+                    if let Some(reason) = d.refusal {
+                        return Err(reason);
+                    }
+                }
+                None => {
+                    debug_assert!(
+                        self.group.len() < self.group_applied as usize,
+                        "R decides every order of a group"
+                    );
+                    let v = self.margin_value(o.market, o.side, o.qty, o.price);
+                    if let Some(reason) =
+                        self.margin_refusal(o.account, o.market, o.side, o.qty.0, v)
+                    {
+                        return Err(reason);
+                    }
                 }
             }
         }
@@ -1038,7 +1061,6 @@ impl Engine {
     }
 
     pub(crate) fn add_record(&mut self, record: OrderRecord) -> u32 {
-        self.touch(record.account);
         let slot = self.orders.insert(record).expect("capacity checked before acceptance");
         let i = self.pm(record.account, record.market);
         let mut head = self.accounts[i].head;
@@ -1056,7 +1078,6 @@ impl Engine {
     }
 
     fn drop_record(&mut self, slot: u32) -> OrderRecord {
-        self.touch(self.orders.get(slot).account);
         self.unhold(slot);
         let r = *self.orders.get(slot);
         let i = self.pm(r.account, r.market);
@@ -1076,7 +1097,6 @@ impl Engine {
 
     /// Count a resting order's leaves in its account's order-margin aggregates.
     fn hold(&mut self, slot: u32) {
-        self.touch(self.orders.get(slot).account);
         let r = *self.orders.get(slot);
         if r.is_reduce_only() || r.held_value != 0 || r.leaves.0 == 0 {
             return;
@@ -1092,7 +1112,6 @@ impl Engine {
     }
 
     fn unhold(&mut self, slot: u32) {
-        self.touch(self.orders.get(slot).account);
         let r = *self.orders.get(slot);
         if r.held_value == 0 {
             return;
@@ -1438,6 +1457,9 @@ impl Engine {
                     self.cancel_slot(seq, slot, CancelReason::InsufficientBalance, sink);
                     continue;
                 }
+                // Its hold is one R has not reserved: the rest of the group is decided
+                // from the state this command leaves.
+                self.end_segment();
             }
             self.execute(seq, slot, sink);
         }

@@ -1,7 +1,7 @@
 //! The serial engine: takes sequenced commands a group at a time — stage R checks the
-//! group's new orders against the last group's state, then each command is applied in
-//! sequence order — emits events, audits the books after every group, and exposes a
-//! state hash.
+//! group's new orders segment by segment, each against the state its segment begins
+//! from, and each command is applied in sequence order — emits events, audits the books
+//! after every group, and exposes a state hash.
 //!
 //! This engine is the oracle every other topology is compared with (DESIGN.md §2): the
 //! same commands with the same group cuts must give the same events and the same hash.

@@ -18,10 +18,11 @@
 //!   `Vec` headers, not its rows), and a disruptor consumer only ever sees `&E`, which
 //!   cannot carry ownership.
 //! - **The Amdahl split.** The core holds a group until its cut and runs stage R over it
-//!   per account shard, against the last group's state: a group of `risk_fan_out`
-//!   commands or more on every thread at once (the engine and the group shared through
-//!   `Arc`s, read-only, the shards' reservation state moved out and back), a smaller one on
-//!   the core. Then it matches the group in sequence order. A mark tick re-margins every
+//!   per account shard, one segment at a time (`risk.rs`), each against the state matching
+//!   has reached when it begins: a segment of `risk_fan_out` commands or more on every
+//!   thread at once (the engine and the group shared through `Arc`s, read-only, the
+//!   shards' reservation state moved out and back), a smaller one on the core. It matches
+//!   the group in sequence order. A mark tick re-margins every
 //!   open position of its market; that pass splits by account shard and runs on every
 //!   engine thread at once, and the core merges the partial sums and candidates when all
 //!   shards are back (the barrier that keeps group g+1's risk checks after group g's
@@ -45,6 +46,7 @@
 //! state split into market-local (book, orders, positions) and account-level (wallets,
 //! cross sums) parts.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle, Thread};
@@ -115,7 +117,7 @@ pub struct Topology {
     pub helper_wait: Wait,
     /// Slots in the ingress and output rings (a power of two).
     pub ring_slots: usize,
-    /// Groups of at least this many commands have their stage R fanned out over the
+    /// Segments of at least this many commands have their stage R fanned out over the
     /// threads by account shard; smaller ones run it on the core, where it costs less than
     /// a round trip to the helpers. The decisions are the same either way.
     pub risk_fan_out: usize,
@@ -469,8 +471,15 @@ impl EventSink for CoreSink {
 enum ShardWork {
     /// A tick's remargin of one account shard: read access to the ledger, and the tick.
     Remargin { index: usize, shard: AccountShard, ledger: Arc<Ledger>, tick: Tick },
-    /// Stage R for one account shard: read access to the engine and to the group.
-    Risk { index: usize, shard: RiskShard, engine: Arc<Engine>, group: Arc<Vec<Sequenced>> },
+    /// Stage R for one account shard: read access to the engine and to the group, and
+    /// the segment of the group to decide.
+    Risk {
+        index: usize,
+        shard: RiskShard,
+        engine: Arc<Engine>,
+        group: Arc<Vec<Sequenced>>,
+        segment: Range<usize>,
+    },
 }
 
 /// A shard coming home, at its index.
@@ -520,12 +529,14 @@ impl FanOut {
         });
     }
 
-    /// Stage R of a group over the account shards, dealt as a tick's remargin is: each
-    /// thread decides its shards' new orders against the shared, unchanging engine.
+    /// Stage R of a segment of a group over the account shards, dealt as a tick's
+    /// remargin is: each thread decides its shards' new orders against the shared,
+    /// unchanging engine.
     pub(crate) fn risk(
         &mut self,
         engine: &Arc<Engine>,
         group: &Arc<Vec<Sequenced>>,
+        segment: Range<usize>,
         risk: &mut [RiskShard],
     ) {
         let threads = self.deal(risk, |index, shard| ShardWork::Risk {
@@ -533,9 +544,10 @@ impl FanOut {
             shard,
             engine: Arc::clone(engine),
             group: Arc::clone(group),
+            segment: segment.clone(),
         });
         for shard in risk.iter_mut().step_by(threads) {
-            engine.risk_pass(group, shard);
+            engine.risk_pass(&group[segment.clone()], shard);
         }
         self.gather(|done| match done {
             ShardDone::Risk(index, shard) => risk[index] = shard,
@@ -616,8 +628,8 @@ impl ShardServer {
                 drop(ledger);
                 ShardDone::Remargin(index, shard)
             }
-            ShardWork::Risk { index, mut shard, engine, group } => {
-                engine.risk_pass(&group, &mut shard);
+            ShardWork::Risk { index, mut shard, engine, group, segment } => {
+                engine.risk_pass(&group[segment], &mut shard);
                 drop((engine, group));
                 ShardDone::Risk(index, shard)
             }
@@ -939,9 +951,9 @@ fn run_core(
     // enter group g+1 ahead of its commands (as `workload::apply_grouped` does).
     let mut seq = 1u64;
     let mut fed_back: Vec<Command> = Vec::with_capacity(config.accounts as usize + 1);
-    // The open group, held until its cut: stage R decides it whole before M matches any
-    // of it. `entered[k]` is the entry time of `group[fed + k]` (fed-back liquidations
-    // entered with the engine, not from outside).
+    // The open group, held until its cut: stage R decides each of its segments before
+    // M matches any of that segment. `entered[k]` is the entry time of `group[fed + k]`
+    // (fed-back liquidations entered with the engine, not from outside).
     let room = topology.ring_slots.max(1 << 12) + fed_back.capacity();
     let mut group: Arc<Vec<Sequenced>> = Arc::new(Vec::with_capacity(room));
     let mut entered: Vec<u64> = Vec::with_capacity(room);
@@ -986,13 +998,19 @@ fn run_core(
                         continue;
                     }
                     let last = group.last().expect("not empty").seq;
-                    if helpers && group.len() >= topology.risk_fan_out {
-                        risk_fanned_out(&mut engine, &group);
-                    } else {
-                        core(&mut engine).begin_group(&group);
-                    }
-                    let e = core(&mut engine);
+                    let mut segment = core(&mut engine).open_group(&group);
                     for (k, cmd) in group.iter().enumerate() {
+                        // Stage R of each segment before M applies its first command
+                        // (`Engine::apply` would decide it on this thread).
+                        if let Some(s) = segment.take().or_else(|| core(&mut engine).next_segment())
+                        {
+                            if helpers && s.len() >= topology.risk_fan_out {
+                                risk_fanned_out(&mut engine, &group, s);
+                            } else {
+                                core(&mut engine).risk_segment(s);
+                            }
+                        }
+                        let e = core(&mut engine);
                         let mark = match cmd.command {
                             Command::Mark { market, .. } if clock.is_some() => Some(market),
                             _ => None,
@@ -1015,6 +1033,7 @@ fn run_core(
                     }
                     let group_commands = (group.len() - fed) as u64;
                     held(&mut group).clear();
+                    let e = core(&mut engine);
                     entered.clear();
                     fed = 0;
                     // Test fault injection, once per run, off the command path.
@@ -1075,17 +1094,15 @@ fn held(group: &mut Arc<Vec<Sequenced>>) -> &mut Vec<Sequenced> {
     Arc::get_mut(group).expect("no helper holds the group outside stage R")
 }
 
-/// Stage R of `group` fanned out over the engine's threads: the account shards' parts go
-/// out with the engine and the group shared read-only, and their decisions merge by
-/// sequence number when all are home (the same decisions `Engine::begin_group` makes).
-fn risk_fanned_out(engine: &mut Arc<Engine>, group: &Arc<Vec<Sequenced>>) {
+/// Stage R of a segment of `group` fanned out over the engine's threads: the account
+/// shards' parts go out with the engine and the group shared read-only, and their
+/// decisions merge by sequence number when all are home (the same decisions
+/// `Engine::risk_segment` makes).
+fn risk_fanned_out(engine: &mut Arc<Engine>, group: &Arc<Vec<Sequenced>>, segment: Range<usize>) {
     let e = core(engine);
-    if !e.open_group() {
-        return;
-    }
     let mut risk = std::mem::take(&mut e.risk);
     let mut fan_out = links(&mut e.fan_out).take().expect("a pipeline with helpers has its links");
-    fan_out.risk(engine, group, &mut risk);
+    fan_out.risk(engine, group, segment, &mut risk);
     let e = core(engine);
     *links(&mut e.fan_out) = Some(fan_out);
     e.merge_decisions(&mut risk);

@@ -1,36 +1,46 @@
 //! Stage R: pre-trade risk of a group (DESIGN.md §2).
 //!
 //! Within group g a new order's margin is checked against its account as of the end of
-//! group g−1, plus the reservations of the orders R accepted earlier in g — not against
-//! the state matching has reached by then. So R is a pure function of (the state at the
-//! end of g−1, the group's commands), and it depends on nothing but the order's own
-//! account: it runs per account shard, before any command of the group is matched, and
-//! the shards' decisions merge by sequence number. Matching (stage M) then takes each new
-//! order's margin decision from R and checks everything else against current state.
+//! group g−1, plus the reservations R made earlier in g — not against the state matching
+//! has reached by then. R's decision is final: M matches the orders R accepted and
+//! refuses the ones it refused, and never looks at the account's money to accept one. So
+//! R is a pure function of (the state R starts from, the commands it decides), depends on
+//! nothing but the order's own account, and runs per account shard before any command it
+//! decides is matched; the shards' decisions merge by sequence number. That is what lets
+//! matching leave account state alone.
 //!
 //! What R decides: the risk limit and the available balance for new orders that open
-//! exposure (not ReduceOnly, not conditional). An order R accepts is checked once more by
-//! M against current state (see `validate_new`; skipped where R saw exactly M's state), so
-//! R can only refuse more, never let an account commit money that earlier commands of the
-//! group spent. A reservation lives only for its group: at the group's end the order's
-//! real hold, if it rests, is in the account's aggregates. What stays with M, against
-//! current state: amendments, stops when they trigger, withdrawals, leverage and margin
-//! transfers (they act on orders and positions M owns).
+//! exposure (not ReduceOnly, not conditional). What R reserves besides: the growth of
+//! every resting order an amend makes larger (M still decides the amend itself), so that a
+//! later order of the group cannot promise the same balance twice.
 //!
-//! Consequence, by design: the same commands cut into other groups may get other margin
-//! decisions (an order late in a big group does not see the fills or deposits earlier in
-//! it, and an IOC's reservation outlives its cancel). The contract is the journal's cuts:
-//! the same commands with the same cuts give the same events in every topology. A group of
-//! one command is checked against the state every earlier command left, exactly as a
+//! **Segments.** Some commands change what R reads in ways R does not model: a mark,
+//! index or clock command moves every position's margin; a withdrawal, a margin transfer,
+//! a leverage or risk-limit change and a liquidation move one account's; an amend of an
+//! order placed earlier in the group names an order R has not seen. Each such command
+//! ends a segment: R decides the group up to and including it, M applies that much, and R
+//! decides the next segment from the state M has reached (`segment_len`). A stop or
+//! if-touched order that fires and opens exposure (M checks it against current state)
+//! ends the segment too, at the command that fired it, so that no later decision of the
+//! group misses its hold.
+//!
+//! Consequence, by design: what R does not model, it does not see until the segment
+//! ends. An order does not see the fills, fees or deposits earlier in its segment (a fill
+//! realises at its own price, not the mark: the slippage and the fee are the most an
+//! account can be over-committed by, and liquidation at maintenance margin covers it), and
+//! an IOC's reservation outlives its cancel. The contract is the journal's cuts: the same
+//! commands with the same cuts give the same events in every topology. A group of one
+//! command is checked against the state every earlier command left, exactly as a
 //! one-command-at-a-time engine would.
 
 use amdahl_types::{
-    AccountId, Command, Currency, ExecInst, Money, NewOrder, RejectReason, Seq, Sequenced,
+    AccountId, AmendOrder, Command, Currency, ExecInst, MarketId, Money, NewOrder, RejectReason,
+    Seq, Sequenced,
 };
 
 use crate::engine::Engine;
 use crate::margin::AccountMarket;
-use crate::orders::NIL;
+use crate::orders::{NIL, Working};
 
 /// R's decision on one new order.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -39,9 +49,6 @@ pub(crate) struct Decision {
     pub seq: Seq,
     /// Why R refused it, or `None`: accepted and reserved.
     pub refusal: Option<RejectReason>,
-    /// R reserved nothing before it for the account in the order's currency: it was
-    /// checked against the last group's state alone.
-    pub fresh: bool,
 }
 
 /// One account shard's part of stage R: the group's reservations for its accounts, and
@@ -87,7 +94,7 @@ impl RiskShard {
         (self.first..self.end).contains(&account.0)
     }
 
-    /// Forget the group: its reservations and decisions.
+    /// Forget the segment: its reservations and decisions.
     pub fn clear(&mut self) {
         for &(at, _) in &self.reserved {
             self.reserved_at[at as usize] = NIL;
@@ -102,47 +109,134 @@ impl RiskShard {
 }
 
 impl Engine {
+    /// How many of `rest`'s commands make the segment that starts it: up to and including
+    /// the first command that changes what R reads in a way R does not model (see the
+    /// module's "Segments"), or all of them.
+    pub(crate) fn segment_len(&self, rest: &[Sequenced]) -> usize {
+        rest.iter().position(|cmd| self.ends_segment(&cmd.command)).map_or(rest.len(), |i| i + 1)
+    }
+
+    fn ends_segment(&self, command: &Command) -> bool {
+        match command {
+            Command::Mark { .. }
+            | Command::Index { .. }
+            | Command::IndexPrice { .. }
+            | Command::Tick
+            | Command::Withdraw { .. }
+            | Command::TransferMargin { .. }
+            | Command::SetLeverage { .. }
+            | Command::SetRiskLimit { .. }
+            | Command::Liquidate { .. } => true,
+            // An id the engine has not given out yet can only name an order placed earlier
+            // in this segment, whose size and price R cannot look up. (An id given out
+            // before names a live order R can see, or one M refuses as not open.)
+            Command::Amend(a) => a.order.0 >= self.next_order,
+            Command::Deposit { .. }
+            | Command::Place(_)
+            | Command::Cancel { .. }
+            | Command::CancelAll { .. } => false,
+        }
+    }
+
     /// Stage R for one account shard: decide the margin of every new order of its accounts
-    /// in `group`, against the state at the end of the last group plus the reservations
-    /// made earlier in this one. Reads the engine only.
-    pub(crate) fn risk_pass(&self, group: &[Sequenced], shard: &mut RiskShard) {
-        for cmd in group {
-            let Command::Place(o) = &cmd.command else { continue };
-            if !shard.owns(o.account) || !self.margin_checkable(o) {
-                continue;
+    /// in `segment`, against the state M has reached plus the reservations made earlier in
+    /// the segment, and reserve what amends of its accounts' resting orders may add. Reads
+    /// the engine only.
+    pub(crate) fn risk_pass(&self, segment: &[Sequenced], shard: &mut RiskShard) {
+        for cmd in segment {
+            match &cmd.command {
+                Command::Place(o) if shard.owns(o.account) && self.margin_checkable(o) => {
+                    let refusal = self.reserve(shard, o);
+                    shard.decisions.push(Decision { seq: cmd.seq, refusal });
+                }
+                Command::Amend(a) if shard.owns(a.account) => self.reserve_amend(shard, a),
+                _ => {}
             }
-            let (refusal, fresh) = self.reserve(shard, o);
-            shard.decisions.push(Decision { seq: cmd.seq, refusal, fresh });
         }
     }
 
     /// Check one new order against its account's reserved state; reserve it if it passes.
-    /// Returns the refusal, and whether nothing was reserved before it in its currency.
-    fn reserve(&self, shard: &mut RiskShard, o: &NewOrder) -> (Option<RejectReason>, bool) {
-        let inst = &self.markets[o.market.0 as usize].inst;
-        let local = (o.account.0 - shard.first) as usize;
-        let am_at = local * shard.markets + o.market.0 as usize;
-        let held_at = local * Currency::COUNT + inst.settle.index();
-        let i = self.pm(o.account, o.market);
+    fn reserve(&self, shard: &mut RiskShard, o: &NewOrder) -> Option<RejectReason> {
+        let (base, held) = self.reserved(shard, o.account, o.market);
+        let value = self.margin_value(o.market, o.side, o.qty, o.price);
+        let more = match self.margin_check(o.account, o.market, o.side, o.qty.0, value, &base, held)
+        {
+            Ok(more) => more,
+            Err(reason) => return Some(reason),
+        };
+        let mut am = base;
+        am.add(o.side, o.qty.0, value);
+        self.keep(shard, o.account, o.market, am, more);
+        None
+    }
+
+    /// Reserve what an amend may add to its order's hold: the growth of the order's leaves
+    /// and value over what they were when the segment began, each counted only where it
+    /// grows. The hold only grows with either (`AccountMarket::hold` is monotone in both),
+    /// so this covers the amend whatever else the segment does to the order, and covers
+    /// several amends of one order by their sum. M decides the amend itself; one it refuses
+    /// keeps its reservation until the segment ends, as a refused order's would not (R
+    /// cannot know).
+    fn reserve_amend(&self, shard: &mut RiskShard, a: &AmendOrder) {
+        let Some(slot) = self.orders.slot_of(a.order) else {
+            return; // M refuses it: not open.
+        };
+        let r = self.orders.get(slot);
+        if r.account != a.account || !matches!(r.working, Working::Resting(_)) || r.is_reduce_only()
+        {
+            return; // Refused, or holds nothing: untriggered and reducing orders are free.
+        }
+        let inst = &self.markets[r.market.0 as usize].inst;
+        let qty = a.qty.unwrap_or(r.qty);
+        let Some(price) = a.price.or(r.price) else { return };
+        if qty <= r.cum || price.0 <= 0 || price > inst.max_price || qty > inst.max_order_qty {
+            return; // M refuses it.
+        }
+        let leaves = qty - r.cum;
+        let value = inst.value(leaves, price).abs();
+        let grow_qty = (leaves.0 - r.leaves.0).max(0);
+        let grow_value = (value - r.held_value).max(0);
+        if grow_qty == 0 && grow_value == 0 {
+            return;
+        }
+        let (base, _) = self.reserved(shard, r.account, r.market);
+        let pos = &self.positions[self.pm(r.account, r.market)];
+        let mut am = base;
+        am.add(r.side, grow_qty, grow_value);
+        let more = (am.hold(pos, inst) - base.hold(pos, inst)).max(0);
+        self.keep(shard, r.account, r.market, am, more);
+    }
+
+    /// The account's order aggregates in `market` with the segment's reservations, and
+    /// the hold reserved so far in the market's currency.
+    fn reserved(
+        &self,
+        shard: &RiskShard,
+        account: AccountId,
+        market: MarketId,
+    ) -> (AccountMarket, Money) {
+        let (am_at, held_at) = self.reservation_slots(shard, account, market);
         let base = match shard.reserved_at[am_at] {
-            NIL => self.accounts[i],
+            NIL => self.accounts[self.pm(account, market)],
             k => shard.reserved[k as usize].1,
         };
         let held = match shard.held_at[held_at] {
             NIL => 0,
             k => shard.held[k as usize].1,
         };
-        // A reservation in a market is always entered in its currency's hold too, so none
-        // in the currency means none in the market either.
-        let fresh = shard.held_at[held_at] == NIL;
-        let value = self.margin_value(o.market, o.side, o.qty, o.price);
-        let more = match self.margin_check(o.account, o.market, o.side, o.qty.0, value, &base, held)
-        {
-            Ok(more) => more,
-            Err(reason) => return (Some(reason), fresh),
-        };
-        let mut am = base;
-        am.add(o.side, o.qty.0, value);
+        (base, held)
+    }
+
+    /// Keep `am` as the account's reserved aggregates in `market`, and `more` more held.
+    fn keep(
+        &self,
+        shard: &mut RiskShard,
+        account: AccountId,
+        market: MarketId,
+        am: AccountMarket,
+        more: Money,
+    ) {
+        let (am_at, held_at) = self.reservation_slots(shard, account, market);
         match shard.reserved_at[am_at] {
             NIL => {
                 shard.reserved_at[am_at] = shard.reserved.len() as u32;
@@ -157,7 +251,18 @@ impl Engine {
             }
             k => shard.held[k as usize].1 += more,
         }
-        (None, fresh)
+    }
+
+    /// Where (account, market) and (account, currency) sit in the shard's reservations.
+    fn reservation_slots(
+        &self,
+        shard: &RiskShard,
+        account: AccountId,
+        market: MarketId,
+    ) -> (usize, usize) {
+        let settle = self.markets[market.0 as usize].inst.settle;
+        let local = (account.0 - shard.first) as usize;
+        (local * shard.markets + market.0 as usize, local * Currency::COUNT + settle.index())
     }
 
     /// Whether a new order reaches the margin check in `validate_new` whenever current

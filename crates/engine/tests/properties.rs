@@ -3,7 +3,7 @@
 //! A stream of abstract operations (`Op`) is cut into groups at random and turned into
 //! concrete `Command`s a group at a time, against the state the last group left (prices on
 //! a grid around the current mark, amends and cancels by ids seen in `OrderAccepted`
-//! events); stage R sees each group whole, then its commands are applied one by one. After
+//! events); stage R decides each group's segments, and its commands are applied one by one. After
 //! every command and every group the properties below are checked; the same concrete
 //! stream is then replayed on other shard counts and with other cuts (property 6).
 //!
@@ -17,8 +17,8 @@
 //! 5. A command whose only event is `Rejected` leaves `state_hash()` unchanged.
 //! 6. Determinism: the same commands with the same cuts on 2 and 7 account shards give
 //!    identical events and final `state_hash()` (6a); with other cuts, identical too, or
-//!    the first difference is a margin decision, which stage R makes against the state the
-//!    last group left (6b). `Halted` never occurs.
+//!    the first difference is a margin decision, which stage R makes against the state its
+//!    segment began from (6b). `Halted` never occurs.
 //! 7. Events are internally consistent: fill qty > 0, leaves ≥ 0 and continuous, the fill
 //!    is at the maker's price and within the taker's limit (Market: within the band around
 //!    the mark), value = `Instrument::value`, taker fee ≥ 0, no self-trade, a post-only order
@@ -1228,8 +1228,8 @@ fn run_checked(ops: &[Op], cuts: &[u8], opts: &Opts) -> Result<Outcome, String> 
     let mut steps = steps.into_iter().enumerate();
     let mut group: Vec<Sequenced> = Vec::new();
     loop {
-        // A group is materialized against the state the last group left, and stage R sees it
-        // whole before any of it is applied.
+        // A group is materialized against the state the last group left, and stage R decides
+        // each of its segments before any of that segment is applied.
         // The deposits are a group of their own: R sees their money from the next group on.
         let group_len =
             if out.commands.is_empty() { deposits().len() } else { sizes.next().unwrap() };

@@ -295,6 +295,165 @@ fn stage_r_checks_a_group_against_the_last_groups_state_plus_its_reservations() 
     assert_eq!(rejected(&ev), None);
 }
 
+/// Stage R's decisions are final (DESIGN.md §2): M accepts what R accepted. So whatever
+/// changes an account in a way R does not model must end R's segment, and R decides the
+/// rest of the group from the state M has reached (`risk.rs`, "Segments"). Each part
+/// below would over-commit the account by a whole order's margin if its segment did not
+/// end where it does.
+#[test]
+fn stage_r_decides_each_segment_from_the_state_m_has_reached() {
+    let mut h = Harness::new(&EngineConfig::reference(8));
+    let a = AccountId;
+    // XBTUSD buy 100 @ 10000.0: |value| 1,000,000 XBt; order margin 11,500 (see
+    // `initial_margin_is_checked_against_available_balance`).
+    let buy = |account| limit(account, 0, Side::Buy, 100, px(10000.0));
+    let refusals = |ev: &[Event]| -> Vec<(u64, RejectReason)> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Rejected { seq, reason, .. } => Some((seq.0, *reason)),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // 1. A withdrawal ends the segment. Wallet 11,500; withdraw 1: the order needs 11,500
+    // and 11,499 is left. (Had R decided both against the last group's 11,500, the order
+    // would rest with available −1.)
+    h.deposit(3, XBT, 11_500);
+    let ev = h.run_group(&[
+        Command::Withdraw { account: a(3), currency: XBT, amount: 1 },
+        Command::Place(buy(3)),
+    ]);
+    assert_eq!(refusals(&ev), vec![(h.seq, RejectReason::InsufficientAvailableBalance)]);
+    assert_eq!(wallet(&h, 3, XBT), 11_499);
+    assert_eq!(h.engine.available(a(3), XBT), 11_499);
+
+    // 2. An amend that grows a resting order reserves the growth. Wallet 23,000, one buy
+    // 100 resting (hold 11,500, available 11,500). Amend it to 200: |value| 2,000,000,
+    // hold 20,000 + 3,000 = 23,000, so +11,500, which M allows (available 11,500). The new
+    // buy 100 in the same group needs 11,500 more: R counted the amend's growth, so 0 is
+    // left for it.
+    h.deposit(4, XBT, 23_000);
+    let resting = accepted(&h.run(Command::Place(buy(4))));
+    let amend = AmendOrder {
+        account: a(4),
+        order: resting,
+        qty: Some(Qty(200)),
+        price: None,
+        stop_px: None,
+    };
+    let ev = h.run_group(&[Command::Amend(amend), Command::Place(buy(4))]);
+    assert!(ev.iter().any(|e| matches!(e, Event::OrderAmended { .. })), "{ev:?}");
+    assert_eq!(refusals(&ev), vec![(h.seq, RejectReason::InsufficientAvailableBalance)]);
+    assert_eq!(h.engine.order_hold(a(4), MarketId(0)), 23_000);
+    assert_eq!(h.engine.available(a(4), XBT), 0);
+
+    // 3. An amend of an order placed earlier in the same segment ends it: R cannot look
+    // the order up before M has accepted it. Wallet 23,000: buy 100 (11,500), amend it to
+    // 200 (+11,500), buy 100 more (refused: 0 left). Order ids count up by one per
+    // accepted order, so the group can name the order it places.
+    h.deposit(5, XBT, 23_000);
+    let next = OrderId(resting.0 + 1);
+    let amend = AmendOrder { order: next, account: a(5), ..amend };
+    let ev = h.run_group(&[Command::Place(buy(5)), Command::Amend(amend), Command::Place(buy(5))]);
+    assert_eq!(accepted(&ev), next);
+    assert_eq!(refusals(&ev), vec![(h.seq, RejectReason::InsufficientAvailableBalance)]);
+    assert_eq!(h.engine.order_hold(a(5), MarketId(0)), 23_000);
+    assert_eq!(h.engine.available(a(5), XBT), 0);
+    h.run(Command::CancelAll { account: a(4), market: None });
+    h.run(Command::CancelAll { account: a(5), market: None });
+
+    // 4. A mark ends the segment. Account 2 buys 100 @ 10000.0 from account 0's offer and
+    // holds a cross long: cost −1,000,000 (inverse: 100 × round(−1e8 / 10000)), taker fee
+    // ⌊0.075% × 1,000,000⌋ = 750, position margin posInit ⌈1% × 1,000,000⌉ = 10,000 plus
+    // posComm ⌈0.075% × (1,000,000 + 10,000)⌉ = ⌈757.5⌉ = 758. Wallet 30,000 − 750 =
+    // 29,250; available 29,250 − 10,758 = 18,492.
+    h.deposit(0, XBT, ONE_XBT);
+    h.deposit(2, XBT, 30_000);
+    h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10000.0))));
+    h.run(Command::Place(NewOrder { time_in_force: TimeInForce::ImmediateOrCancel, ..buy(2) }));
+    assert_eq!(h.engine.position(a(2), MarketId(0)).qty, 100);
+    assert_eq!(h.engine.available(a(2), XBT), 18_492);
+    // Mark 9900.0: the long is worth 100 × round(−1e8 / 9900) = 100 × −10,101 = −1,010,100,
+    // a loss of 10,100 that a cross position takes out of the available balance: 8,392.
+    // A buy 100 @ 9900.0 needs ⌈1% × 1,010,100⌉ + ⌈0.15% × 1,010,100⌉ = 10,101 + 1,516 =
+    // 11,617: refused. Before the mark, 18,492 would have covered it.
+    let dip = limit(2, 0, Side::Buy, 100, px(9900.0));
+    let ev = h.run_group(&[
+        Command::Mark { market: MarketId(0), price: Price(px(9900.0)) },
+        Command::Place(dip),
+    ]);
+    assert_eq!(refusals(&ev), vec![(h.seq, RejectReason::InsufficientAvailableBalance)]);
+    assert_eq!(h.engine.available(a(2), XBT), 8_392);
+    h.mark(0, px(10000.0));
+
+    // 5. A stop that fires and opens exposure ends the segment at the command that fired
+    // it. The last price is 10000.0 (the trade in 4). Account 6 (wallet 20,000) has a buy
+    // Stop of 100 on the last price at 10000.5; it holds nothing yet. Account 0 offers 200
+    // @ 10000.5, where a contract is worth round(1e8 / 10000.5) = round(9999.500025) =
+    // 10,000 XBt, as at 10000.0. In one group, account 7 buys 100 @ 10000.5 (the last
+    // price becomes 10000.5 and the stop fires, buying the other 100), then account 6 bids
+    // 100 @ 10000.0 (11,500). After the stop's fill account 6 has paid the 750 fee and
+    // holds 10,758 of position margin (the numbers of 4): 20,000 − 750 − 10,758 = 8,492
+    // is left, so the bid is refused. Decided with the stop's fill unseen, it would have
+    // been accepted against 20,000.
+    h.deposit(6, XBT, 20_000);
+    h.deposit(7, XBT, ONE_XBT);
+    h.run(Command::Place(limit(0, 0, Side::Sell, 200, px(10000.5))));
+    let stop = NewOrder {
+        ord_type: OrdType::Stop,
+        exec_inst: ExecInst::LAST_PRICE,
+        price: None,
+        stop_px: Some(Price(px(10000.5))),
+        ..buy(6)
+    };
+    let ev = h.run(Command::Place(stop));
+    assert!(!ev.iter().any(|e| matches!(e, Event::OrderTriggered { .. })), "{ev:?}");
+    let take = limit(7, 0, Side::Buy, 100, px(10000.5));
+    let ev = h.run_group(&[Command::Place(take), Command::Place(buy(6))]);
+    assert!(ev.iter().any(|e| matches!(e, Event::OrderTriggered { .. })), "{ev:?}");
+    assert_eq!(h.engine.position(a(6), MarketId(0)).qty, 100);
+    assert_eq!(refusals(&ev), vec![(h.seq, RejectReason::InsufficientAvailableBalance)]);
+    assert_eq!(h.engine.available(a(6), XBT), 8_492);
+    h.engine.audit_full().unwrap();
+}
+
+/// What R does not model it does not see until its segment ends, by design (DESIGN.md
+/// §2): a fill's fee and its distance from the mark. This is the most an order can
+/// over-commit its account by, shown on the numbers.
+#[test]
+fn stage_r_does_not_see_fills_earlier_in_its_segment() {
+    let mut h = Harness::new(&EngineConfig::reference(8));
+    h.deposit(0, XBT, ONE_XBT);
+    h.deposit(1, XBT, 23_012);
+    h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10000.0))));
+    // In one group account 1 takes the offer (IOC buy 100 @ 10000.0) and bids 100 @
+    // 9990.0. R reserves the IOC's order margin, 11,500 (10,000 + two taker fees of 750),
+    // and decides the bid against the 11,512 left of wallet 23,012: the bid needs
+    // ⌈1% × 1,001,000⌉ + ⌈0.15% × 1,001,000⌉ = 10,010 + 1,502 = 11,512 (|value| = 100 ×
+    // round(1e8 / 9990) = 100 × 10,010), so it is accepted. The IOC's fill then costs the
+    // fee 750 and holds 10,758 of position margin (see the test above): 11,508 where R
+    // reserved 11,500, leaving 23,012 − 11,508 − 11,512 = −8 available. Eight XBt is the
+    // over-commitment here: the fill's fee and posComm against the reservation's two
+    // fees. A fill away from the mark adds its unrealised loss, up to the price band. One
+    // group later the same bid is refused.
+    let ioc = NewOrder {
+        time_in_force: TimeInForce::ImmediateOrCancel,
+        ..limit(1, 0, Side::Buy, 100, px(10000.0))
+    };
+    let bid = limit(1, 0, Side::Buy, 100, px(9990.0));
+    let ev = h.run_group(&[Command::Place(ioc), Command::Place(bid)]);
+    assert_eq!(rejected(&ev), None, "{ev:?}");
+    assert_eq!(h.engine.position(AccountId(1), MarketId(0)).qty, 100);
+    assert_eq!(h.engine.order_hold(AccountId(1), MarketId(0)), 11_512);
+    assert_eq!(h.engine.available(AccountId(1), XBT), -8);
+    let ev = h.run(Command::Place(bid));
+    assert_eq!(rejected(&ev), Some(RejectReason::InsufficientAvailableBalance));
+    // Nothing is lost: the account stays far above maintenance (margin balance 23,012 − 750
+    // = 22,262 against posMaint ⌈0.5% × 1,000,000⌉ + 758 = 5,758), and the audit balances.
+    h.engine.audit_full().unwrap();
+}
+
 /// Closing a position may not trade past its bankruptcy price: beyond it the realised loss
 /// exceeds the margin behind the position, the wallet cannot pay it, and the insurance fund
 /// would (an empty fund halts the engine). Found by the risk soak: a cross long market-sold

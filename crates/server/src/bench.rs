@@ -75,8 +75,8 @@ pub struct BenchArgs {
     /// threads (default: one per thread).
     #[arg(long)]
     pub account_shards: Option<usize>,
-    /// Groups of at least this many commands fan stage R out over the threads (smaller
-    /// ones run it on the core thread).
+    /// Segments (`risk.rs`) of at least this many commands fan stage R out over the
+    /// threads (smaller ones run it on the core thread).
     #[arg(long, default_value_t = Topology::threads(1).risk_fan_out)]
     pub risk_fan_out: usize,
     /// Pin pipeline thread i to CPU core pin[i] (a list; missing cores are skipped).
@@ -334,7 +334,8 @@ fn timed_run(
             seq += 1;
         }
         let last = numbered.last().expect("a chunk is never empty").seq;
-        // Stage R for the whole group, before any of it is matched.
+        // Stage R for the group's first segment, before any of it is matched (R decides a
+        // later segment inside `apply`, timed with the command that opens it).
         engine.begin_group(&numbered);
         let now = Instant::now();
         m.risk_ns.saturating_record(ns(now - t));
