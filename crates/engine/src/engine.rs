@@ -1484,7 +1484,8 @@ impl Engine {
     }
 
     fn amend<S: EventSink>(&mut self, seq: Seq, a: AmendOrder, sink: &mut S) {
-        match self.validate_amend(a) {
+        let decided = self.take_decision(seq);
+        match self.validate_amend(decided, a) {
             Ok((slot, qty, price, stop_px)) => {
                 self.apply_amend(seq, slot, qty, price, stop_px, sink)
             }
@@ -1492,8 +1493,11 @@ impl Engine {
         }
     }
 
+    /// Every check an amend must pass; `decided`: stage R's margin decision for it, if R
+    /// saw it.
     fn validate_amend(
         &self,
+        decided: Option<crate::risk::Decision>,
         a: AmendOrder,
     ) -> Result<(u32, Qty, Option<Price>, Option<Price>), RejectReason> {
         let slot = self.owned_slot(a.account, a.order)?;
@@ -1543,6 +1547,17 @@ impl Engine {
         if let Working::Resting(_) = r.working
             && !r.is_reduce_only()
         {
+            // Stage R decided this amend's margin, finally, as a new order's (`risk.rs`).
+            if let Some(d) = decided {
+                return match d.refusal {
+                    Some(reason) => Err(reason),
+                    None => Ok((slot, qty, price, stop_px)),
+                };
+            }
+            debug_assert!(
+                self.group.len() < self.group_applied as usize,
+                "R decides every amend of a group that reaches its margin"
+            );
             // Margin for the amended order, against the account without the old one.
             let i = self.pm(r.account, r.market);
             let mut am = self.accounts[i];

@@ -10,16 +10,16 @@
 //! matching leave account state alone.
 //!
 //! What R decides: the risk limit and the available balance for new orders that open
-//! exposure (not ReduceOnly, not conditional). What R reserves besides: the growth of
-//! every resting order an amend makes larger (M still decides the amend itself), so that a
-//! later order of the group cannot promise the same balance twice.
+//! exposure (not ReduceOnly, not conditional), and the available balance for amends of
+//! resting orders that open exposure. An amend reserves the growth it gives its order, so
+//! that a later order of the segment cannot promise the same balance twice.
 //!
 //! **Segments.** Some commands change what R reads in ways R does not model: a mark,
 //! index or clock command moves every position's margin; a withdrawal, a margin transfer,
-//! a leverage or risk-limit change and a liquidation move one account's; an amend of an
-//! order placed earlier in the group names an order R has not seen. Each such command
+//! a leverage or risk-limit change and a liquidation move one account's. Each such command
 //! ends a segment: R decides the group up to and including it, M applies that much, and R
-//! decides the next segment from the state M has reached (`segment_len`). A stop or
+//! decides the next segment from the state M has reached (`segment_len`). An amend of an
+//! order placed earlier in the segment, which R cannot look up yet, begins the next one. A stop or
 //! if-touched order that fires and opens exposure (M checks it against current state)
 //! ends the segment too, at the command that fired it, so that no later decision of the
 //! group misses its hold.
@@ -113,7 +113,20 @@ impl Engine {
     /// the first command that changes what R reads in a way R does not model (see the
     /// module's "Segments"), or all of them.
     pub(crate) fn segment_len(&self, rest: &[Sequenced]) -> usize {
-        rest.iter().position(|cmd| self.ends_segment(&cmd.command)).map_or(rest.len(), |i| i + 1)
+        for (i, cmd) in rest.iter().enumerate() {
+            // An id the engine has not given out yet can only name an order placed earlier
+            // in this segment, which R cannot look up: the amend opens the next segment,
+            // where the order is M's and R's alike. (An id given out before names a live
+            // order, or one M refuses as not open. First in its segment, the amend meets
+            // the state R saw: there the order does not exist, and M refuses it.)
+            if i > 0 && matches!(cmd.command, Command::Amend(a) if a.order.0 >= self.next_order) {
+                return i;
+            }
+            if self.ends_segment(&cmd.command) {
+                return i + 1;
+            }
+        }
+        rest.len()
     }
 
     fn ends_segment(&self, command: &Command) -> bool {
@@ -127,21 +140,17 @@ impl Engine {
             | Command::SetLeverage { .. }
             | Command::SetRiskLimit { .. }
             | Command::Liquidate { .. } => true,
-            // An id the engine has not given out yet can only name an order placed earlier
-            // in this segment, whose size and price R cannot look up. (An id given out
-            // before names a live order R can see, or one M refuses as not open.)
-            Command::Amend(a) => a.order.0 >= self.next_order,
             Command::Deposit { .. }
             | Command::Place(_)
+            | Command::Amend(_)
             | Command::Cancel { .. }
             | Command::CancelAll { .. } => false,
         }
     }
 
-    /// Stage R for one account shard: decide the margin of every new order of its accounts
-    /// in `segment`, against the state M has reached plus the reservations made earlier in
-    /// the segment, and reserve what amends of its accounts' resting orders may add. Reads
-    /// the engine only.
+    /// Stage R for one account shard: decide the margin of every new order and every amend
+    /// of a resting order of its accounts in `segment`, against the state M has reached
+    /// plus the reservations made earlier in the segment. Reads the engine only.
     pub(crate) fn risk_pass(&self, segment: &[Sequenced], shard: &mut RiskShard) {
         for cmd in segment {
             match &cmd.command {
@@ -149,7 +158,11 @@ impl Engine {
                     let refusal = self.reserve(shard, o);
                     shard.decisions.push(Decision { seq: cmd.seq, refusal });
                 }
-                Command::Amend(a) if shard.owns(a.account) => self.reserve_amend(shard, a),
+                Command::Amend(a) if shard.owns(a.account) => {
+                    if let Some(refusal) = self.reserve_amend(shard, a) {
+                        shard.decisions.push(Decision { seq: cmd.seq, refusal });
+                    }
+                }
                 _ => {}
             }
         }
@@ -170,41 +183,52 @@ impl Engine {
         None
     }
 
-    /// Reserve what an amend may add to its order's hold: the growth of the order's leaves
-    /// and value over what they were when the segment began, each counted only where it
-    /// grows. The hold only grows with either (`AccountMarket::hold` is monotone in both),
-    /// so this covers the amend whatever else the segment does to the order, and covers
-    /// several amends of one order by their sum. M decides the amend itself; one it refuses
-    /// keeps its reservation until the segment ends, as a refused order's would not (R
-    /// cannot know).
-    fn reserve_amend(&self, shard: &mut RiskShard, a: &AmendOrder) {
-        let Some(slot) = self.orders.slot_of(a.order) else {
-            return; // M refuses it: not open.
-        };
+    /// Decide an amend of a resting order that opens exposure (`None`: R does not decide
+    /// it — M refuses it before its margin is looked at, or it holds nothing), and reserve
+    /// what it may add to the order's hold. The decision: the amended order's hold, less
+    /// its hold now, must fit in the available balance less the segment's reservations (as
+    /// `Engine::validate_amend` checks one outside a group). The reservation: the growth of
+    /// the order's leaves and value over what they were when the segment began, each
+    /// counted only where it grows. The hold only grows with either
+    /// (`AccountMarket::hold` is monotone in both), so this covers the amend whatever else
+    /// the segment does to the order (a fill only lowers its leaves), and covers several
+    /// amends of one order by their sum — the second of two amends that both grow an order
+    /// is decided with the first's growth still counted, an over-estimate on the safe side.
+    fn reserve_amend(&self, shard: &mut RiskShard, a: &AmendOrder) -> Option<Option<RejectReason>> {
+        let slot = self.orders.slot_of(a.order)?;
         let r = self.orders.get(slot);
         if r.account != a.account || !matches!(r.working, Working::Resting(_)) || r.is_reduce_only()
         {
-            return; // Refused, or holds nothing: untriggered and reducing orders are free.
+            return None; // Refused, or holds nothing: reducing orders are free.
         }
         let inst = &self.markets[r.market.0 as usize].inst;
         let qty = a.qty.unwrap_or(r.qty);
-        let Some(price) = a.price.or(r.price) else { return };
+        let price = a.price.or(r.price)?;
         if qty <= r.cum || price.0 <= 0 || price > inst.max_price || qty > inst.max_order_qty {
-            return; // M refuses it.
+            return None; // M refuses it.
         }
         let leaves = qty - r.cum;
         let value = inst.value(leaves, price).abs();
+        let (base, held) = self.reserved(shard, r.account, r.market);
+        let pos = &self.positions[self.pm(r.account, r.market)];
+        let before = base.hold(pos, inst);
+        let mut amended = base;
+        amended.sub(r.side, r.leaves.0, r.held_value);
+        amended.add(r.side, leaves.0, value);
+        let after = amended.hold(pos, inst);
+        let room = self.available(r.account, inst.settle) as i128 - held as i128;
+        if after > before && (after - before) as i128 > room {
+            return Some(Some(RejectReason::InsufficientAvailableBalance));
+        }
         let grow_qty = (leaves.0 - r.leaves.0).max(0);
         let grow_value = (value - r.held_value).max(0);
-        if grow_qty == 0 && grow_value == 0 {
-            return;
+        if grow_qty > 0 || grow_value > 0 {
+            let mut am = base;
+            am.add(r.side, grow_qty, grow_value);
+            let more = (am.hold(pos, inst) - before).max(0);
+            self.keep(shard, r.account, r.market, am, more);
         }
-        let (base, _) = self.reserved(shard, r.account, r.market);
-        let pos = &self.positions[self.pm(r.account, r.market)];
-        let mut am = base;
-        am.add(r.side, grow_qty, grow_value);
-        let more = (am.hold(pos, inst) - base.hold(pos, inst)).max(0);
-        self.keep(shard, r.account, r.market, am, more);
+        Some(None)
     }
 
     /// The account's order aggregates in `market` with the segment's reservations, and

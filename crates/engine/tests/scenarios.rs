@@ -418,6 +418,43 @@ fn stage_r_decides_each_segment_from_the_state_m_has_reached() {
     h.engine.audit_full().unwrap();
 }
 
+/// Stage R decides an amend's margin too, with the segment's reservations, and M takes
+/// the decision: here current state would allow the amend and R, rightly by its rules,
+/// does not.
+#[test]
+fn stage_r_decides_an_amend_against_the_segments_reservations() {
+    let mut h = Harness::new(&EngineConfig::reference(2));
+    // Wallet 23,000; a buy 100 @ 10000.0 rests (hold 11,500, available 11,500).
+    h.deposit(1, XBT, 23_000);
+    let resting = accepted(&h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(10000.0)))));
+    // In one group: an IOC buy 100 @ 10000.0 that finds no seller (R reserves its 11,500,
+    // and M cancels it), then an amend of the resting buy to 200 (hold 23,000: 11,500
+    // more). R has 11,500 − 11,500 = 0 left for the amend and refuses it; M, with the IOC
+    // gone, would have found 11,500.
+    let ioc = NewOrder {
+        time_in_force: TimeInForce::ImmediateOrCancel,
+        ..limit(1, 0, Side::Buy, 100, px(10000.0))
+    };
+    let amend = AmendOrder {
+        account: AccountId(1),
+        order: resting,
+        qty: Some(Qty(200)),
+        price: None,
+        stop_px: None,
+    };
+    let before = h.engine.order(resting).copied();
+    let ev = h.run_group(&[Command::Place(ioc), Command::Amend(amend)]);
+    assert!(ev.iter().any(|e| matches!(e, Event::OrderCanceled { .. })), "the IOC: {ev:?}");
+    assert_eq!(rejected(&ev), Some(RejectReason::InsufficientAvailableBalance), "{ev:?}");
+    assert_eq!(h.engine.order(resting).copied(), before);
+    assert_eq!(h.engine.order_hold(AccountId(1), MarketId(0)), 11_500);
+    // The next group starts from the state M reached: the amend fits.
+    let ev = h.run(Command::Amend(amend));
+    assert_eq!(rejected(&ev), None, "{ev:?}");
+    assert_eq!(h.engine.order_hold(AccountId(1), MarketId(0)), 23_000);
+    assert_eq!(h.engine.available(AccountId(1), XBT), 0);
+}
+
 /// What R does not model it does not see until its segment ends, by design (DESIGN.md
 /// §2): a fill's fee and its distance from the mark. This is the most an order can
 /// over-commit its account by, shown on the numbers.
