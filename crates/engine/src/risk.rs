@@ -216,9 +216,11 @@ impl Engine {
         amended.sub(r.side, r.leaves.0, r.held_value);
         amended.add(r.side, leaves.0, value);
         let after = amended.hold(pos, inst);
-        let room = self.available(r.account, inst.settle) as i128 - held as i128;
-        if after > before && (after - before) as i128 > room {
-            return Some(Some(RejectReason::InsufficientAvailableBalance));
+        if after > before {
+            let room = self.available(r.account, inst.settle) as i128 - held as i128;
+            if (after - before) as i128 > room {
+                return Some(Some(RejectReason::InsufficientAvailableBalance));
+            }
         }
         let grow_qty = (leaves.0 - r.leaves.0).max(0);
         let grow_value = (value - r.held_value).max(0);
