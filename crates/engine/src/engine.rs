@@ -183,6 +183,12 @@ pub struct Engine {
     /// where the current segment ends (the index after its last command).
     group: Vec<Sequenced>,
     segment_end: usize,
+    /// Orders whose trigger was reached in the current segment, in the order they fired:
+    /// they execute when the segment ends (`execute_fired`). `firing` is the round being
+    /// executed, and `fired_refusals` stage R's decisions for it.
+    fired: Vec<OrderId>,
+    firing: Vec<OrderId>,
+    pub(crate) fired_refusals: Vec<Option<RejectReason>>,
     /// Whether `begin_group` opened the current group, and the commands applied in it.
     group_begun: bool,
     group_applied: u64,
@@ -282,6 +288,9 @@ impl Engine {
             decided: 0,
             group: Vec::with_capacity(1 << 12),
             segment_end: 0,
+            fired: Vec::with_capacity(1 << 10),
+            firing: Vec::with_capacity(1 << 10),
+            fired_refusals: Vec::with_capacity(1 << 10),
             group_begun: false,
             group_applied: 0,
         }
@@ -502,12 +511,10 @@ impl Engine {
         self.risk = risk;
     }
 
-    /// End the current segment at the command being applied: it did something R does not
-    /// model (a stop fired), so R decides the rest of the group from the state it leaves.
-    fn end_segment(&mut self) {
-        if self.group_begun {
-            self.segment_end = self.segment_end.min(self.group_applied as usize);
-        }
+    /// Whether the command just applied ends its segment (a command outside `begin_group`
+    /// is a segment of its own).
+    fn segment_ended(&self) -> bool {
+        !self.group_begun || self.group_applied as usize >= self.segment_end
     }
 
     /// Take the shards' decisions into one list in sequence order, and clear the shards.
@@ -622,11 +629,16 @@ impl Engine {
                 self.set_risk_limit(seq, account, market, limit, sink)
             }
         }
+        if !self.fired.is_empty() && self.halt.is_none() && self.segment_ended() {
+            self.execute_fired(seq, sink);
+        }
     }
 
     /// Close the current group: run the audit (and the full recomputation when due).
     /// Returns false, having halted the engine, if the audit failed.
     pub fn end_group<S: EventSink>(&mut self, last_seq: Seq, sink: &mut S) -> bool {
+        // The group's last command ended its last segment, and with it every fired order.
+        debug_assert!(self.fired.is_empty() || self.halt.is_some(), "fired orders outlive a group");
         self.group_begun = false;
         self.group_applied = 0;
         self.decisions.clear();
@@ -873,17 +885,6 @@ impl Engine {
         closable - working
     }
 
-    fn margin_allows(
-        &self,
-        account: AccountId,
-        market: MarketId,
-        side: Side,
-        qty: i64,
-        abs_value: Money,
-    ) -> bool {
-        self.margin_refusal(account, market, side, qty, abs_value).is_none()
-    }
-
     /// Why an order of `qty` worth `abs_value` may not be added: the risk limit, or the
     /// available balance.
     pub(crate) fn margin_refusal(
@@ -1037,7 +1038,7 @@ impl Engine {
         } else {
             self.execute(seq, slot, sink);
         }
-        self.fire_triggers(seq, o.market, sink);
+        self.fire_triggers(o.market);
     }
 
     /// Give an order that passed its checks an id and a record, and announce it. Returns
@@ -1355,7 +1356,7 @@ impl Engine {
                 self.books[r.market.0 as usize].cancel(h);
             }
             Working::Untriggered => self.unindex_trigger(slot),
-            Working::Pending => {}
+            Working::Triggered | Working::Pending => {}
         }
         sink.emit(Event::OrderCanceled {
             seq,
@@ -1418,50 +1419,69 @@ impl Engine {
         None
     }
 
-    /// Fire every reached trigger, one at a time, until none is left (a triggered order's
-    /// fills move the last price, which may reach more triggers).
-    pub(crate) fn fire_triggers<S: EventSink>(&mut self, seq: Seq, market: MarketId, sink: &mut S) {
-        while self.halt.is_none()
-            && let Some(id) = self.next_triggered(market)
-        {
+    /// Fire every reached trigger: queue the order to execute when its segment ends
+    /// (`execute_fired`), which announces it. Matching does not look at the account's
+    /// money for it; stage R decides it then, from the state the segment left.
+    pub(crate) fn fire_triggers(&mut self, market: MarketId) {
+        while let Some(id) = self.next_triggered(market) {
             let slot = self.orders.slot_of(id).expect("indexed orders are live");
             self.unindex_trigger(slot);
             let r = *self.orders.get(slot);
             let now = r.ord_type.triggered();
-            {
-                let i = self.pm(r.account, r.market);
-                self.accounts[i].stop_orders -= 1;
-                let rec = self.orders.get_mut(slot);
-                rec.ord_type = now;
-                rec.working = Working::Pending;
-            }
-            sink.emit(Event::OrderTriggered { seq, order: id, ord_type: now });
-            if r.is_reduce_only() {
-                let reducible = self.reducible(r.account, r.market, r.side);
-                let want = if r.qty.0 == 0 { reducible } else { r.leaves.0.min(reducible) };
-                if want <= 0 {
-                    self.cancel_slot(seq, slot, CancelReason::NothingToReduce, sink);
-                    continue;
+            let i = self.pm(r.account, r.market);
+            self.accounts[i].stop_orders -= 1;
+            let rec = self.orders.get_mut(slot);
+            rec.ord_type = now;
+            rec.working = Working::Triggered;
+            self.fired.push(id);
+        }
+    }
+
+    /// Execute the orders fired in the segment that `seq` ends, in the order they fired:
+    /// stage R decides their margin first (`risk.rs`), against the state the segment left
+    /// plus the reservations of those that fired before them. Each is announced
+    /// (`OrderTriggered`) as it executes, so the event stream shows the trigger where the
+    /// order takes effect; its events carry `seq`, the command after which it executes.
+    /// Their fills may reach more triggers; those make the next round.
+    fn execute_fired<S: EventSink>(&mut self, seq: Seq, sink: &mut S) {
+        while !self.fired.is_empty() && self.halt.is_none() {
+            std::mem::swap(&mut self.fired, &mut self.firing);
+            let firing = std::mem::take(&mut self.firing);
+            self.decide_fired(&firing);
+            for (k, &id) in firing.iter().enumerate() {
+                if self.halt.is_some() {
+                    break;
                 }
-                if want != r.qty.0 || want != r.leaves.0 {
-                    // Sized to the position at trigger time; say so before it trades.
-                    let rec = self.orders.get_mut(slot);
-                    rec.qty = Qty(want);
-                    rec.leaves = Qty(want);
-                    let (qty, leaves, price) = (rec.qty, rec.leaves, rec.price);
-                    sink.emit(Event::OrderAmended { seq, order: id, qty, leaves, price });
-                }
-            } else {
-                let v = self.margin_value(r.market, r.side, r.leaves, r.price);
-                if !self.margin_allows(r.account, r.market, r.side, r.leaves.0, v) {
+                // Cancelled (or expired) since it fired.
+                let Some(slot) = self.orders.slot_of(id) else { continue };
+                let r = *self.orders.get(slot);
+                debug_assert_eq!(r.working, Working::Triggered, "a fired order waits");
+                self.orders.get_mut(slot).working = Working::Pending;
+                sink.emit(Event::OrderTriggered { seq, order: id, ord_type: r.ord_type });
+                if r.is_reduce_only() {
+                    let reducible = self.reducible(r.account, r.market, r.side);
+                    let want = if r.qty.0 == 0 { reducible } else { r.leaves.0.min(reducible) };
+                    if want <= 0 {
+                        self.cancel_slot(seq, slot, CancelReason::NothingToReduce, sink);
+                        continue;
+                    }
+                    if want != r.qty.0 || want != r.leaves.0 {
+                        // Sized to the position when it executes; say so before it trades.
+                        let rec = self.orders.get_mut(slot);
+                        rec.qty = Qty(want);
+                        rec.leaves = Qty(want);
+                        let (qty, leaves, price) = (rec.qty, rec.leaves, rec.price);
+                        sink.emit(Event::OrderAmended { seq, order: id, qty, leaves, price });
+                    }
+                } else if self.fired_refusals[k].is_some() {
                     self.cancel_slot(seq, slot, CancelReason::InsufficientBalance, sink);
                     continue;
                 }
-                // Its hold is one R has not reserved: the rest of the group is decided
-                // from the state this command leaves.
-                self.end_segment();
+                self.execute(seq, slot, sink);
+                self.fire_triggers(r.market);
             }
-            self.execute(seq, slot, sink);
+            self.firing = firing;
+            self.firing.clear();
         }
     }
 
@@ -1596,7 +1616,7 @@ impl Engine {
                 rec.stop_px = stop_px;
                 self.index_trigger(slot);
                 sink.emit(amended);
-                self.fire_triggers(seq, r.market, sink);
+                self.fire_triggers(r.market);
             }
             Working::Resting(h) => {
                 let m = r.market.0 as usize;
@@ -1620,13 +1640,21 @@ impl Engine {
                     rec.working = Working::Pending;
                     sink.emit(amended);
                     self.execute(seq, slot, sink);
-                    self.fire_triggers(seq, r.market, sink);
+                    self.fire_triggers(r.market);
                 }
                 if r.is_reduce_only() && self.orders.slot_of(r.id).is_some() {
                     // A ReduceOnly order amended up must still fit the position.
                     self.touched.push(r.account);
                     self.trim_touched(seq, r.market, sink);
                 }
+            }
+            Working::Triggered => {
+                // Not working anywhere yet: it executes, amended, when its segment ends.
+                let rec = self.orders.get_mut(slot);
+                rec.qty = qty;
+                rec.leaves = leaves;
+                rec.price = price;
+                sink.emit(amended);
             }
             Working::Pending => unreachable!("no order is pending between commands"),
         }
@@ -1777,7 +1805,7 @@ impl Engine {
         mk.mark_linear = crate::remargin::LinearValue::new(&mk.inst, price);
         sink.emit(Event::MarkChanged { seq, market, price });
         self.remargin(market);
-        self.fire_triggers(seq, market, sink);
+        self.fire_triggers(market);
     }
 
     fn set_index<S: EventSink>(&mut self, seq: Seq, market: MarketId, price: Price, sink: &mut S) {
@@ -1787,7 +1815,7 @@ impl Engine {
         }
         self.markets[market.0 as usize].index = Some(price);
         sink.emit(Event::IndexChanged { seq, market, price });
-        self.fire_triggers(seq, market, sink);
+        self.fire_triggers(market);
     }
 
     /// Day orders expire at the first command stamped in a later UTC day.

@@ -297,7 +297,7 @@ impl Engine {
         }
         if account == self.liquidator {
             self.work_out(seq, market, sink);
-            return self.fire_triggers(seq, market, sink);
+            return self.fire_triggers(market);
         }
         if !self.known_account(account) {
             return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
@@ -308,7 +308,7 @@ impl Engine {
         self.cancel_market_orders(seq, account, market, CancelReason::Liquidation, sink);
         self.take_over(seq, account, market, sink);
         self.work_out(seq, market, sink);
-        self.fire_triggers(seq, market, sink);
+        self.fire_triggers(market);
         // The loss came out of the wallet: the account's other cross positions may follow.
         let currency = self.markets[market.0 as usize].inst.settle;
         self.check_account(account, currency);

@@ -18,6 +18,9 @@ pub enum Working {
     Pending,
     /// Waiting in the market's trigger index.
     Untriggered,
+    /// Its trigger was reached; it executes when its segment of the group ends, under
+    /// stage R's decision (`risk.rs`), and holds nothing until then.
+    Triggered,
     /// Resting in the book.
     Resting(OrderHandle),
 }

@@ -10,32 +10,40 @@
 //! matching leave account state alone.
 //!
 //! What R decides: the risk limit and the available balance for new orders that open
-//! exposure (not ReduceOnly, not conditional), and the available balance for amends of
-//! resting orders that open exposure. An amend reserves the growth it gives its order, so
-//! that a later order of the segment cannot promise the same balance twice.
+//! exposure (not ReduceOnly, not conditional), the available balance for amends of
+//! resting orders that open exposure, and both for stop and if-touched orders that fire
+//! and open exposure. An amend reserves the growth it gives its order, so that a later
+//! order of the segment cannot promise the same balance twice.
 //!
 //! **Segments.** Some commands change what R reads in ways R does not model: a mark,
 //! index or clock command moves every position's margin; a withdrawal, a margin transfer,
 //! a leverage or risk-limit change and a liquidation move one account's. Each such command
 //! ends a segment: R decides the group up to and including it, M applies that much, and R
 //! decides the next segment from the state M has reached (`segment_len`). An amend of an
-//! order placed earlier in the segment, which R cannot look up yet, begins the next one. A stop or
-//! if-touched order that fires and opens exposure (M checks it against current state)
-//! ends the segment too, at the command that fired it, so that no later decision of the
-//! group misses its hold.
+//! order placed earlier in the segment, which R cannot look up yet, begins the next one.
+//! Segments are a function of the group's commands and the state at their start, fixed
+//! before M applies them.
+//!
+//! **Fired orders.** A stop or if-touched order whose trigger M reaches waits, holding
+//! nothing, until its segment ends (`Engine::execute_fired`); there R decides it as a new
+//! order, against the state the segment left plus the reservations of the orders fired
+//! before it (`decide_fired`), and M executes it, announcing the trigger then. So the
+//! segment's other orders were decided without it, and it is decided after them: an order
+//! later in the segment may take the balance a stop fired earlier would have needed.
 //!
 //! Consequence, by design: what R does not model, it does not see until the segment
 //! ends. An order does not see the fills, fees or deposits earlier in its segment (a fill
-//! realises at its own price, not the mark: the slippage and the fee are the most an
-//! account can be over-committed by, and liquidation at maintenance margin covers it), and
-//! an IOC's reservation outlives its cancel. The contract is the journal's cuts: the same
-//! commands with the same cuts give the same events in every topology. A group of one
-//! command is checked against the state every earlier command left, exactly as a
-//! one-command-at-a-time engine would.
+//! costs what its order reserved, give or take the fee and posComm against the
+//! reservation's two fees, plus, away from the mark, its unrealised loss inside the price
+//! band; liquidation at maintenance margin covers that), and an IOC's reservation
+//! outlives its cancel. The contract is the journal's cuts: the same commands with the
+//! same cuts give the same events in every topology. A group of one command is checked
+//! against the state every earlier command left, exactly as a one-command-at-a-time
+//! engine would.
 
 use amdahl_types::{
-    AccountId, AmendOrder, Command, Currency, ExecInst, MarketId, Money, NewOrder, RejectReason,
-    Seq, Sequenced,
+    AccountId, AmendOrder, Command, Currency, ExecInst, MarketId, Money, NewOrder, OrderId, Price,
+    Qty, RejectReason, Seq, Sequenced, Side,
 };
 
 use crate::engine::Engine;
@@ -170,17 +178,55 @@ impl Engine {
 
     /// Check one new order against its account's reserved state; reserve it if it passes.
     fn reserve(&self, shard: &mut RiskShard, o: &NewOrder) -> Option<RejectReason> {
-        let (base, held) = self.reserved(shard, o.account, o.market);
-        let value = self.margin_value(o.market, o.side, o.qty, o.price);
-        let more = match self.margin_check(o.account, o.market, o.side, o.qty.0, value, &base, held)
-        {
+        self.reserve_order(shard, o.account, o.market, o.side, o.qty, o.price)
+    }
+
+    fn reserve_order(
+        &self,
+        shard: &mut RiskShard,
+        account: AccountId,
+        market: MarketId,
+        side: Side,
+        qty: Qty,
+        price: Option<Price>,
+    ) -> Option<RejectReason> {
+        let (base, held) = self.reserved(shard, account, market);
+        let value = self.margin_value(market, side, qty, price);
+        let more = match self.margin_check(account, market, side, qty.0, value, &base, held) {
             Ok(more) => more,
             Err(reason) => return Some(reason),
         };
         let mut am = base;
-        am.add(o.side, o.qty.0, value);
-        self.keep(shard, o.account, o.market, am, more);
+        am.add(side, qty.0, value);
+        self.keep(shard, account, market, am, more);
         None
+    }
+
+    /// Stage R for the orders fired in a segment, as the segment ends: each one that opens
+    /// exposure is decided as a new order would be, against the state the segment left
+    /// plus the reservations of those that fired before it, into `fired_refusals` (in
+    /// `fired`'s order; `None` also for the ones R does not decide). Every shard on this
+    /// thread: a segment fires few.
+    pub(crate) fn decide_fired(&mut self, fired: &[OrderId]) {
+        let mut risk = std::mem::take(&mut self.risk);
+        let mut refusals = std::mem::take(&mut self.fired_refusals);
+        refusals.clear();
+        for &id in fired {
+            let refusal = self.orders.slot_of(id).and_then(|slot| {
+                let r = self.orders.get(slot);
+                if r.is_reduce_only() {
+                    return None; // Reducing orders are free; sized when they execute.
+                }
+                let shard = risk.iter_mut().find(|s| s.owns(r.account))?;
+                self.reserve_order(shard, r.account, r.market, r.side, r.leaves, r.price)
+            });
+            refusals.push(refusal);
+        }
+        for shard in &mut risk {
+            shard.clear();
+        }
+        self.fired_refusals = refusals;
+        self.risk = risk;
     }
 
     /// Decide an amend of a resting order that opens exposure (`None`: R does not decide

@@ -17,8 +17,9 @@
 //! 5. A command whose only event is `Rejected` leaves `state_hash()` unchanged.
 //! 6. Determinism: the same commands with the same cuts on 2 and 7 account shards give
 //!    identical events and final `state_hash()` (6a); with other cuts, identical too, or
-//!    the first difference is a margin decision, which stage R makes against the state its
-//!    segment began from (6b). `Halted` never occurs.
+//!    the first difference is one the cuts decide: a margin decision, which stage R makes
+//!    against the state its segment began from, or where a fired order executes, which is
+//!    when its segment ends (6b). `Halted` never occurs.
 //! 7. Events are internally consistent: fill qty > 0, leaves ≥ 0 and continuous, the fill
 //!    is at the maker's price and within the taker's limit (Market: within the band around
 //!    the mark), value = `Instrument::value`, taker fee ≥ 0, no self-trade, a post-only order
@@ -32,7 +33,8 @@
 //!     Withdrawn, Realised, InsuranceCovered and the Fill fees say.
 //!
 //! Also, after every command: the engine's working orders are exactly the model's; no Day
-//! order outlives its UTC day; no untriggered order's reference price has reached its stop;
+//! order outlives its UTC day; no untriggered order's reference price has reached its stop
+//! (unless it fired in the segment and waits for the segment's end);
 //! a FillOrKill is only killed when the book (without the account's own orders) could not
 //! fill it within its limit and, if it reduces a position, the position's bankruptcy
 //! price; a withdrawal never leaves the available balance negative.
@@ -59,7 +61,7 @@ use common::{cut_lengths, group_sizes};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use amdahl_engine::{Engine, EngineConfig};
+use amdahl_engine::{Engine, EngineConfig, Working};
 use amdahl_ledger::Entry;
 use amdahl_types::{
     AccountId, AmendOrder, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId,
@@ -956,7 +958,9 @@ impl Checker {
                     o.day
                 ));
             }
-            if o.st == St::Untriggered {
+            // A fired order waits, untriggered on the event stream, for its segment to end.
+            let fired = engine.order(OrderId(id)).is_some_and(|r| r.working == Working::Triggered);
+            if o.st == St::Untriggered && !fired {
                 let stop = o.stop_px.expect("conditional");
                 let reference = match o.exec.trigger() {
                     amdahl_types::TriggerRef::MarkPrice => Some(engine.mark(o.market)),
@@ -1289,9 +1293,13 @@ fn run_checked(ops: &[Op], cuts: &[u8], opts: &Opts) -> Result<Outcome, String> 
                     &out.commands,
                 );
             }
-            if evs.iter().any(|e| matches!(e, Event::Rejected { .. })) && evs.len() > 1 {
+            // The command's own events: a command that ends a segment is followed by the
+            // execution of the orders fired in it, each opened by its `OrderTriggered`.
+            let own = evs.iter().position(|e| matches!(e, Event::OrderTriggered { .. }));
+            let own = &evs[..own.unwrap_or(evs.len())];
+            if own.iter().any(|e| matches!(e, Event::Rejected { .. })) && own.len() > 1 {
                 // Refusals are single events (a day roll may precede one, with its cancels).
-                if !evs.iter().all(|e| {
+                if !own.iter().all(|e| {
                     matches!(
                         e,
                         Event::Rejected { .. }
@@ -1398,15 +1406,18 @@ fn replay(commands: &[Sequenced], cuts: &[usize], shards: u32) -> (Vec<Event>, u
     (events, engine.state_hash(), all_ok)
 }
 
-/// Whether an event is a margin refusal: stage R's, or a stop's when it triggers. Only
-/// these depend on where groups are cut (DESIGN.md §2); everything else follows from them.
-fn margin_refusal(e: &Event) -> bool {
+/// Whether an event is one where the group cuts decide (DESIGN.md §2, `risk.rs`): a margin
+/// refusal (stage R's, or a fired order's as its segment ends), or a fired order's
+/// execution, announced by its `OrderTriggered` when its segment ends. Everything else
+/// follows from them.
+fn cut_dependent(e: &Event) -> bool {
     matches!(
         e,
         Event::Rejected {
             reason: RejectReason::InsufficientAvailableBalance | RejectReason::RiskLimitExceeded,
             ..
         } | Event::OrderCanceled { reason: CancelReason::InsufficientBalance, .. }
+            | Event::OrderTriggered { .. }
     )
 }
 
@@ -1447,17 +1458,18 @@ fn check_stream(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], opts: &Opts) -> Result
         let run = replay(&out.commands, &out.cuts, shards);
         same_run(&out, run, &format!("{shards} shards"), |_| false)?;
     }
-    // 6b: other cuts give the same events and state, or first differ at a margin decision.
+    // 6b: other cuts give the same events and state, or first differ where cuts decide.
     let other = cut_lengths(cuts_b, out.commands.len());
-    // The first difference must be a margin decision: one run refused where the other
-    // did not (everything before it was decided alike, so it is the same).
+    // The first difference must be one the cuts decide: one run refused (or executed a
+    // fired order) where the other did not (everything before it was decided alike, so it
+    // is the same).
     let run = replay(&out.commands, &other, 1);
     let equal = same_run(&out, run, "other cuts", |events| {
         let d = events.iter().zip(&out.events).take_while(|(a, b)| a == b).count();
-        events.get(d).is_some_and(margin_refusal) || out.events.get(d).is_some_and(margin_refusal)
+        events.get(d).is_some_and(cut_dependent) || out.events.get(d).is_some_and(cut_dependent)
     })?;
     if std::env::var_os("AMDAHL_PROP_STATS").is_some() {
-        let how = if equal { "identical" } else { "first difference: a margin decision" };
+        let how = if equal { "identical" } else { "first difference: decided by the cuts" };
         eprintln!("other cuts: {how}");
     }
     Ok(())

@@ -20,8 +20,9 @@
 //! 6. Determinism: the same command stream replayed with the same cuts on 2 and 5 account
 //!    shards regenerates exactly the same `Liquidate` commands at the same places (they are
 //!    not copied), and gives identical events and `state_hash()` (6a); replayed with other
-//!    cuts it does the same, or first differs at a margin decision, which stage R makes
-//!    against the state the last group left (6b).
+//!    cuts it does the same, or first differs where the cuts decide: a margin decision,
+//!    which stage R makes against the state its segment began from, or where a fired order
+//!    executes, which is when its segment ends (6b).
 //! 7. A taker never realises a loss its wallet cannot pay: it trades no further than its
 //!    position's bankruptcy price, so the insurance fund covers only makers, gaps and the
 //!    liquidation engine (every command).
@@ -296,7 +297,7 @@ struct Stats {
     fund_market_orders: u64,
     resting_liquidation_orders: u64,
     groups: u64,
-    /// Replays with other cuts: identical, or first different at a margin decision.
+    /// Replays with other cuts: identical, or first different where the cuts decide.
     other_cuts_equal: u64,
     other_cuts_at_margin: u64,
 }
@@ -632,15 +633,17 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
     Ok(out)
 }
 
-/// Whether an event is stage R's (or a trigger's) margin refusal: the one decision that
-/// depends on where the groups are cut (DESIGN.md §2).
-fn margin_refusal(e: &Event) -> bool {
+/// Whether an event is one where the group cuts decide (DESIGN.md §2, `risk.rs`): a margin
+/// refusal (stage R's, or a fired order's as its segment ends), or a fired order's
+/// execution, announced by its `OrderTriggered` when its segment ends.
+fn cut_dependent(e: &Event) -> bool {
     matches!(
         e,
         Event::Rejected {
             reason: RejectReason::InsufficientAvailableBalance | RejectReason::RiskLimitExceeded,
             ..
         } | Event::OrderCanceled { reason: CancelReason::InsufficientBalance, .. }
+            | Event::OrderTriggered { .. }
     )
 }
 
@@ -657,8 +660,8 @@ fn replay(run: &Outcome, cuts: &[usize], fund: u8, shards: u32) -> Result<(), Re
         // Where the replay first left the first pass, if it has: a margin decision there
         // explains everything after it.
         let d = events.iter().zip(&run.events).take_while(|(a, b)| a == b).count();
-        let refused = events.get(d).is_some_and(margin_refusal)
-            || (d < events.len() && run.events.get(d).is_some_and(margin_refusal));
+        let refused = events.get(d).is_some_and(cut_dependent)
+            || (d < events.len() && run.events.get(d).is_some_and(cut_dependent));
         Err(Replayed {
             refused,
             msg: format!("property 6 ({shards} shards): {msg}\n{}", dump(&run.stream)),
@@ -730,7 +733,7 @@ fn replay(run: &Outcome, cuts: &[usize], fund: u8, shards: u32) -> Result<(), Re
     Ok(())
 }
 
-/// Why a replay differed, and whether it first differed at a margin decision (with other
+/// Why a replay differed, and whether it first differed where the cuts decide (with other
 /// cuts, that is allowed).
 struct Replayed {
     refused: bool,
@@ -744,9 +747,9 @@ fn check(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], fund: u8) -> Result<Stats, St
     for shards in [2, 5] {
         replay(&run, &run.cuts, fund, shards).map_err(|r| r.msg)?;
     }
-    // 6b. Other cuts: identical, or the first difference is a margin decision (stage R
-    // decides against the state the last group left, so cuts may change those decisions;
-    // everything before the first one was decided alike).
+    // 6b. Other cuts: identical, or the first difference is one the cuts decide (stage R
+    // decides against the state its segment began from, and a fired order executes when
+    // its segment ends; everything before the first one was decided alike).
     let other = cut_lengths(cuts_b, run.stream.len());
     match replay(&run, &other, fund, 1) {
         Ok(()) => run.stats.other_cuts_equal += 1,

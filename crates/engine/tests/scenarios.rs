@@ -10,7 +10,7 @@ use amdahl_engine::testkit::{Harness, limit, market};
 use amdahl_ledger::Entry;
 use amdahl_types::{
     AccountId, AmendOrder, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId,
-    NewOrder, OrdType, OrderId, Price, Qty, RejectReason, Side, TimeInForce,
+    NewOrder, OrdType, OrderId, Price, Qty, RejectReason, Seq, Side, TimeInForce,
 };
 
 const XBT: Currency = Currency::XBt;
@@ -387,34 +387,65 @@ fn stage_r_decides_each_segment_from_the_state_m_has_reached() {
     assert_eq!(h.engine.available(a(2), XBT), 8_392);
     h.mark(0, px(10000.0));
 
-    // 5. A stop that fires and opens exposure ends the segment at the command that fired
-    // it. The last price is 10000.0 (the trade in 4). Account 6 (wallet 20,000) has a buy
-    // Stop of 100 on the last price at 10000.5; it holds nothing yet. Account 0 offers 200
-    // @ 10000.5, where a contract is worth round(1e8 / 10000.5) = round(9999.500025) =
-    // 10,000 XBt, as at 10000.0. In one group, account 7 buys 100 @ 10000.5 (the last
-    // price becomes 10000.5 and the stop fires, buying the other 100), then account 6 bids
-    // 100 @ 10000.0 (11,500). After the stop's fill account 6 has paid the 750 fee and
-    // holds 10,758 of position margin (the numbers of 4): 20,000 − 750 − 10,758 = 8,492
-    // is left, so the bid is refused. Decided with the stop's fill unseen, it would have
-    // been accepted against 20,000.
+    h.engine.audit_full().unwrap();
+}
+
+/// A stop or if-touched order whose trigger is reached waits for the end of its segment,
+/// and executes there under stage R's decision, against the state the segment left: the
+/// matcher never reads the account's money for it (`Engine::execute_fired`).
+#[test]
+fn a_fired_stop_executes_when_its_segment_ends_under_stage_rs_decision() {
+    let mut h = Harness::new(&EngineConfig::reference(8));
+    let a = AccountId;
+    h.deposit(0, XBT, ONE_XBT);
     h.deposit(6, XBT, 20_000);
     h.deposit(7, XBT, ONE_XBT);
+    // Account 0 offers 200 @ 10000.5, where a contract is worth round(1e8 / 10000.5) =
+    // round(9999.500025) = 10,000 XBt, as at the 10000.0 mark. Account 6 has a buy Stop
+    // of 100 on the last price at 10000.5 (there is no last price yet); it holds nothing.
     h.run(Command::Place(limit(0, 0, Side::Sell, 200, px(10000.5))));
     let stop = NewOrder {
         ord_type: OrdType::Stop,
         exec_inst: ExecInst::LAST_PRICE,
         price: None,
         stop_px: Some(Price(px(10000.5))),
-        ..buy(6)
+        ..limit(6, 0, Side::Buy, 100, 0)
     };
-    let ev = h.run(Command::Place(stop));
-    assert!(!ev.iter().any(|e| matches!(e, Event::OrderTriggered { .. })), "{ev:?}");
+    let stop_id = accepted(&h.run(Command::Place(stop)));
+    assert_eq!(h.engine.order_hold(a(6), MarketId(0)), 0);
+    // One group: account 7 buys 100 @ 10000.5 (the last price becomes 10000.5: the stop
+    // fires and waits), then account 6 bids 100 @ 10000.0. R decided the bid before the
+    // segment: 11,500 (|value| 1,000,000; 10,000 + two taker fees of 750) of 20,000, so it
+    // rests and 8,500 is left. At the segment's end R decides the stop, a Market buy of 100
+    // valued at the best offer, 10000.5: 11,500 again, more than 8,500, so it is
+    // cancelled. Its trigger is announced there, after the bid, with the bid's seq.
     let take = limit(7, 0, Side::Buy, 100, px(10000.5));
-    let ev = h.run_group(&[Command::Place(take), Command::Place(buy(6))]);
-    assert!(ev.iter().any(|e| matches!(e, Event::OrderTriggered { .. })), "{ev:?}");
-    assert_eq!(h.engine.position(a(6), MarketId(0)).qty, 100);
-    assert_eq!(refusals(&ev), vec![(h.seq, RejectReason::InsufficientAvailableBalance)]);
-    assert_eq!(h.engine.available(a(6), XBT), 8_492);
+    let bid = limit(6, 0, Side::Buy, 100, px(10000.0));
+    let ev = h.run_group(&[Command::Place(take), Command::Place(bid)]);
+    let last = Seq(h.seq);
+    let tail: Vec<Event> = ev.iter().rev().take(2).rev().copied().collect();
+    assert_eq!(
+        tail,
+        vec![
+            Event::OrderTriggered { seq: last, order: stop_id, ord_type: OrdType::Market },
+            Event::OrderCanceled {
+                seq: last,
+                order: stop_id,
+                account: a(6),
+                reason: CancelReason::InsufficientBalance,
+                leaves: Qty(100),
+            },
+        ],
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::OrderAccepted { seq, account, .. }
+            if *seq == last && *account == a(6))),
+        "the bid rests first: {ev:?}"
+    );
+    assert_eq!(h.engine.position(a(6), MarketId(0)).qty, 0);
+    assert_eq!(h.engine.order_hold(a(6), MarketId(0)), 11_500);
+    assert_eq!(h.engine.available(a(6), XBT), 8_500);
     h.engine.audit_full().unwrap();
 }
 
