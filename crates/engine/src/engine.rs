@@ -938,6 +938,31 @@ impl Engine {
         Ok(after - before)
     }
 
+    /// Why resting order `r` may not be amended to `leaves` worth `value`: the amended
+    /// order's hold, with the account's orders in the market taken as `base` (the old
+    /// order among them), less its hold now, must fit in the available balance less
+    /// `reserved` (stage R's reservations earlier in a segment).
+    pub(crate) fn amend_refusal(
+        &self,
+        r: &OrderRecord,
+        leaves: Qty,
+        value: Money,
+        base: &AccountMarket,
+        reserved: Money,
+    ) -> Option<RejectReason> {
+        let inst = &self.markets[r.market.0 as usize].inst;
+        let pos = &self.positions[self.pm(r.account, r.market)];
+        let before = base.hold(pos, inst);
+        let mut am = *base;
+        am.sub(r.side, r.leaves.0, r.held_value);
+        am.add(r.side, leaves.0, value);
+        let after = am.hold(pos, inst);
+        let fits = after <= before
+            || ((after - before) as i128)
+                <= self.available(r.account, inst.settle) as i128 - reserved as i128;
+        (!fits).then_some(RejectReason::InsufficientAvailableBalance)
+    }
+
     /// The |value| an order is margined at. A limit order: at its price. A Market order
     /// may fill anywhere between the best opposite price and its protection price, and an
     /// inverse contract is worth more XBt at a lower price, so take the larger of the two.
@@ -1578,17 +1603,11 @@ impl Engine {
                 self.group.len() < self.group_applied as usize,
                 "R decides every amend of a group that reaches its margin"
             );
-            // Margin for the amended order, against the account without the old one.
-            let i = self.pm(r.account, r.market);
-            let mut am = self.accounts[i];
-            let before = am.hold(&self.positions[i], inst);
-            am.sub(r.side, r.leaves.0, r.held_value);
             let leaves = qty - r.cum;
             let v = inst.value(leaves, price.expect("resting has a price")).abs();
-            am.add(r.side, leaves.0, v);
-            let after = am.hold(&self.positions[i], inst);
-            if after > before && (after - before) > self.available(r.account, inst.settle) {
-                return Err(RejectReason::InsufficientAvailableBalance);
+            let am = self.accounts[self.pm(r.account, r.market)];
+            if let Some(reason) = self.amend_refusal(&r, leaves, v, &am, 0) {
+                return Err(reason);
             }
         }
         Ok((slot, qty, price, stop_px))

@@ -217,7 +217,8 @@ impl Engine {
                 if r.is_reduce_only() {
                     return None; // Reducing orders are free; sized when they execute.
                 }
-                let shard = risk.iter_mut().find(|s| s.owns(r.account))?;
+                let shard = risk.iter_mut().find(|s| s.owns(r.account));
+                let shard = shard.expect("the shards cover every account");
                 self.reserve_order(shard, r.account, r.market, r.side, r.leaves, r.price)
             });
             refusals.push(refusal);
@@ -256,24 +257,16 @@ impl Engine {
         let leaves = qty - r.cum;
         let value = inst.value(leaves, price).abs();
         let (base, held) = self.reserved(shard, r.account, r.market);
-        let pos = &self.positions[self.pm(r.account, r.market)];
-        let before = base.hold(pos, inst);
-        let mut amended = base;
-        amended.sub(r.side, r.leaves.0, r.held_value);
-        amended.add(r.side, leaves.0, value);
-        let after = amended.hold(pos, inst);
-        if after > before {
-            let room = self.available(r.account, inst.settle) as i128 - held as i128;
-            if (after - before) as i128 > room {
-                return Some(Some(RejectReason::InsufficientAvailableBalance));
-            }
+        if let Some(reason) = self.amend_refusal(r, leaves, value, &base, held) {
+            return Some(Some(reason));
         }
         let grow_qty = (leaves.0 - r.leaves.0).max(0);
         let grow_value = (value - r.held_value).max(0);
         if grow_qty > 0 || grow_value > 0 {
+            let pos = &self.positions[self.pm(r.account, r.market)];
             let mut am = base;
             am.add(r.side, grow_qty, grow_value);
-            let more = (am.hold(pos, inst) - before).max(0);
+            let more = (am.hold(pos, inst) - base.hold(pos, inst)).max(0);
             self.keep(shard, r.account, r.market, am, more);
         }
         Some(None)
