@@ -10,7 +10,7 @@ use amdahl_engine::testkit::{Harness, limit, market};
 use amdahl_ledger::Entry;
 use amdahl_types::{
     AccountId, AmendOrder, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId,
-    NewOrder, OrdType, OrderId, Price, Qty, RejectReason, Seq, Side, TimeInForce,
+    NewOrder, OrdType, OrderId, Price, Qty, RejectReason, Seq, Sequenced, Side, TimeInForce,
 };
 
 const XBT: Currency = Currency::XBt;
@@ -484,6 +484,49 @@ fn stage_r_decides_an_amend_against_the_segments_reservations() {
     assert_eq!(rejected(&ev), None, "{ev:?}");
     assert_eq!(h.engine.order_hold(AccountId(1), MarketId(0)), 23_000);
     assert_eq!(h.engine.available(AccountId(1), XBT), 0);
+}
+
+/// Matching takes stage R's decisions without reading the account's money: here the
+/// wallet is drained behind the engine's back (a test hook, no double entry) after R
+/// decided the group and before M applies it, and M still accepts the order and the amend
+/// R accepted. The whole-system recomputation then finds the drained wallet, as it must.
+/// (This is what lets a matcher per market run while other markets move the account.)
+#[test]
+fn matching_reads_no_account_money_to_apply_rs_decisions() {
+    let mut h = Harness::new(&EngineConfig::reference(2));
+    // Wallet 34,500: a buy 100 @ 10000.0 rests (hold 11,500), leaving 23,000.
+    h.deposit(1, XBT, 34_500);
+    let resting = accepted(&h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(10000.0)))));
+    // One group: amend the resting buy to 200 (hold 23,000: 11,500 more), and a new buy
+    // 100 @ 10000.0 (11,500). R reserves both: 23,000 of 23,000.
+    let amend = AmendOrder {
+        account: AccountId(1),
+        order: resting,
+        qty: Some(Qty(200)),
+        price: None,
+        stop_px: None,
+    };
+    let group: Vec<Sequenced> =
+        [Command::Amend(amend), Command::Place(limit(1, 0, Side::Buy, 100, px(10000.0)))]
+            .into_iter()
+            .map(|command| {
+                h.seq += 1;
+                Sequenced { seq: Seq(h.seq), time: h.time, command }
+            })
+            .collect();
+    h.engine.begin_group(&group);
+    // Drain the wallet: current state could back neither now.
+    h.engine.corrupt_for_test(AccountId(1), XBT, -34_500);
+    assert_eq!(wallet(&h, 1, XBT), 0);
+    let mut ev = Vec::new();
+    for cmd in &group {
+        h.engine.apply(cmd, &mut ev);
+    }
+    assert_eq!(rejected(&ev), None, "{ev:?}");
+    assert!(ev.iter().any(|e| matches!(e, Event::OrderAmended { order, .. } if *order == resting)));
+    assert_eq!(h.engine.order_hold(AccountId(1), MarketId(0)), 34_500);
+    h.engine.end_group(Seq(h.seq), &mut ev);
+    assert!(h.engine.audit_full().is_err(), "the recomputation finds the drained wallet");
 }
 
 /// What R does not model it does not see until its segment ends, by design (DESIGN.md
