@@ -920,11 +920,17 @@ impl Engine {
         let mut am = *base;
         am.add(side, qty, abs_value);
         let limit = inst.risk_limit as i128 + pos.risk_steps as i128 * inst.risk_step as i128;
-        let gross = am.gross_value(pos);
-        // (An order that does not raise the gross value may exceed the limit: it is
-        // already exceeded, and the order only reduces.)
-        if gross > limit && gross > base.gross_value(pos) {
-            return Err(RejectReason::RiskLimitExceeded);
+        // The gross value is at most |cost| plus the larger side's whole value (an opening
+        // share never exceeds its side): below the limit, that settles it without the
+        // divisions of the exact figure.
+        let bound = pos.cost.unsigned_abs() as i128 + am.value[0].max(am.value[1]);
+        if bound > limit {
+            let gross = am.gross_value(pos);
+            // (An order that does not raise the gross value may exceed the limit: it is
+            // already exceeded, and the order only reduces.)
+            if gross > limit && gross > base.gross_value(pos) {
+                return Err(RejectReason::RiskLimitExceeded);
+            }
         }
         let before = base.hold(pos, inst);
         let after = am.hold(pos, inst);
