@@ -66,6 +66,28 @@ fn rejected(events: &[Event]) -> Option<RejectReason> {
     })
 }
 
+/// Every refusal among `events`, as (seq, reason).
+fn refusals(events: &[Event]) -> Vec<(u64, RejectReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Rejected { seq, reason, .. } => Some((seq.0, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An amend of `order`'s quantity alone.
+fn amend_qty(account: u32, order: OrderId, qty: i64) -> AmendOrder {
+    AmendOrder {
+        account: AccountId(account),
+        order,
+        qty: Some(Qty(qty)),
+        price: None,
+        stop_px: None,
+    }
+}
+
 fn wallet(h: &Harness, a: u32, c: Currency) -> i64 {
     h.engine.ledger().wallet(AccountId(a), c)
 }
@@ -249,15 +271,8 @@ fn stage_r_checks_a_group_against_the_last_groups_state_plus_its_reservations() 
     // R has reserved all 33,000.
     h.deposit(0, XBT, 33_000);
     let ev = h.run_group(&[Command::Place(xbt), Command::Place(eth), Command::Place(eth_one_more)]);
-    let refusals: Vec<_> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Event::Rejected { seq, reason, .. } => Some((seq.0, *reason)),
-            _ => None,
-        })
-        .collect();
     let third = h.seq;
-    assert_eq!(refusals, vec![(third, RejectReason::InsufficientAvailableBalance)]);
+    assert_eq!(refusals(&ev), vec![(third, RejectReason::InsufficientAvailableBalance)]);
     assert_eq!(h.engine.order_hold(AccountId(0), MarketId(0)), 11_500);
     assert_eq!(h.engine.order_hold(AccountId(0), MarketId(1)), 21_500);
     assert_eq!(h.engine.available(AccountId(0), XBT), 0);
@@ -307,14 +322,6 @@ fn stage_r_decides_each_segment_from_the_state_m_has_reached() {
     // XBTUSD buy 100 @ 10000.0: |value| 1,000,000 XBt; order margin 11,500 (see
     // `initial_margin_is_checked_against_available_balance`).
     let buy = |account| limit(account, 0, Side::Buy, 100, px(10000.0));
-    let refusals = |ev: &[Event]| -> Vec<(u64, RejectReason)> {
-        ev.iter()
-            .filter_map(|e| match e {
-                Event::Rejected { seq, reason, .. } => Some((seq.0, *reason)),
-                _ => None,
-            })
-            .collect()
-    };
 
     // 1. A withdrawal ends the segment. Wallet 11,500; withdraw 1: the order needs 11,500
     // and 11,499 is left. (Had R decided both against the last group's 11,500, the order
@@ -335,13 +342,7 @@ fn stage_r_decides_each_segment_from_the_state_m_has_reached() {
     // left for it.
     h.deposit(4, XBT, 23_000);
     let resting = accepted(&h.run(Command::Place(buy(4))));
-    let amend = AmendOrder {
-        account: a(4),
-        order: resting,
-        qty: Some(Qty(200)),
-        price: None,
-        stop_px: None,
-    };
+    let amend = amend_qty(4, resting, 200);
     let ev = h.run_group(&[Command::Amend(amend), Command::Place(buy(4))]);
     assert!(ev.iter().any(|e| matches!(e, Event::OrderAmended { .. })), "{ev:?}");
     assert_eq!(refusals(&ev), vec![(h.seq, RejectReason::InsufficientAvailableBalance)]);
@@ -354,7 +355,7 @@ fn stage_r_decides_each_segment_from_the_state_m_has_reached() {
     // accepted order, so the group can name the order it places.
     h.deposit(5, XBT, 23_000);
     let next = OrderId(resting.0 + 1);
-    let amend = AmendOrder { order: next, account: a(5), ..amend };
+    let amend = amend_qty(5, next, 200);
     let ev = h.run_group(&[Command::Place(buy(5)), Command::Amend(amend), Command::Place(buy(5))]);
     assert_eq!(accepted(&ev), next);
     assert_eq!(refusals(&ev), vec![(h.seq, RejectReason::InsufficientAvailableBalance)]);
@@ -466,13 +467,7 @@ fn stage_r_decides_an_amend_against_the_segments_reservations() {
         time_in_force: TimeInForce::ImmediateOrCancel,
         ..limit(1, 0, Side::Buy, 100, px(10000.0))
     };
-    let amend = AmendOrder {
-        account: AccountId(1),
-        order: resting,
-        qty: Some(Qty(200)),
-        price: None,
-        stop_px: None,
-    };
+    let amend = amend_qty(1, resting, 200);
     let before = h.engine.order(resting).copied();
     let ev = h.run_group(&[Command::Place(ioc), Command::Amend(amend)]);
     assert!(ev.iter().any(|e| matches!(e, Event::OrderCanceled { .. })), "the IOC: {ev:?}");
@@ -499,13 +494,7 @@ fn matching_reads_no_account_money_to_apply_rs_decisions() {
     let resting = accepted(&h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(10000.0)))));
     // One group: amend the resting buy to 200 (hold 23,000: 11,500 more), and a new buy
     // 100 @ 10000.0 (11,500). R reserves both: 23,000 of 23,000.
-    let amend = AmendOrder {
-        account: AccountId(1),
-        order: resting,
-        qty: Some(Qty(200)),
-        price: None,
-        stop_px: None,
-    };
+    let amend = amend_qty(1, resting, 200);
     let group: Vec<Sequenced> =
         [Command::Amend(amend), Command::Place(limit(1, 0, Side::Buy, 100, px(10000.0)))]
             .into_iter()
