@@ -2005,8 +2005,10 @@ impl Settlement<'_> {
         }
         // Fees: the taker pays first, so the fee account can always fund the maker's
         // rebate (config guarantees taker fee ≥ |maker fee|).
-        let taker_fee = self.charge(self.taker.account, inst.fee(value, inst.taker_fee));
-        let maker_fee = self.charge(maker_account, inst.fee(value, inst.maker_fee));
+        let taker_fee = self.nominal_fee(self.taker.account, inst.fee(value, inst.taker_fee));
+        let maker_fee = self.nominal_fee(maker_account, inst.fee(value, inst.maker_fee));
+        let taker_short = self.charge(self.taker.account, taker_fee);
+        let maker_short = self.charge(maker_account, maker_fee);
         // The maker's record.
         let slot = self.orders.slot_of(maker).expect("resting orders have records");
         let r = *self.orders.get(slot);
@@ -2054,17 +2056,27 @@ impl Settlement<'_> {
             maker_leaves,
             taker_leaves: self.taker_left,
         });
+        for (account, amount) in [(self.taker.account, taker_short), (maker_account, maker_short)] {
+            if amount != 0 {
+                sink.emit(Event::FeeShortfall { seq: self.seq, account, currency, amount });
+            }
+        }
     }
 
-    /// Move a fee between the account and the fee account; returns what actually moved.
-    /// A wallet emptied by a bankrupt close pays what is left (the insurance fund already
-    /// covered the loss), so no balance goes negative.
+    /// The fee a fill charges `account` at its rate: the `Fill` event's, known from the
+    /// market alone. Liquidation orders trade without fees (the fund would only pay itself).
+    fn nominal_fee(&self, account: AccountId, fee: Money) -> Money {
+        if account == self.liquidator { 0 } else { fee }
+    }
+
+    /// Move a fee between the account and the fee account; returns the part that could
+    /// not move (`FeeShortfall`). A wallet emptied by a bankrupt close pays what is left
+    /// (the insurance fund already covered the loss), so no balance goes negative.
     fn charge(&mut self, account: AccountId, fee: Money) -> Money {
-        let c = self.inst.settle;
-        if account == self.liquidator {
-            // Liquidation orders trade without fees (the fund would only pay itself).
+        if fee == 0 {
             return 0;
         }
+        let c = self.inst.settle;
         let (from, to, want) = if fee >= 0 {
             (Entry::Wallet(account), Entry::Fees, fee)
         } else {
@@ -2074,6 +2086,6 @@ impl Settlement<'_> {
         if amount > 0 {
             self.ledger.transfer(c, from, to, amount).expect("amount is within the balance");
         }
-        if fee >= 0 { amount } else { -amount }
+        if fee >= 0 { want - amount } else { amount - want }
     }
 }

@@ -600,6 +600,36 @@ fn a_closing_order_stops_at_the_bankruptcy_price() {
         .any(|e| matches!(e, Event::OrderCanceled { reason: CancelReason::PriceProtection, .. }));
     assert!(cancelled, "{ev:?}");
     assert_eq!(h.engine.book(MarketId(2)).best(Side::Sell), None);
+
+    // At exactly the bankruptcy price the loss takes all but 107,500 of the wallet, less than
+    // the taker fee: the Fill still says the nominal fee and a FeeShortfall says what did not
+    // move. Sold 0.4 XBT at 19,073: value 200,000 × 19,073 = 3,814,600,000; realised
+    // 3,814,600,000 − 4,000,000,000 = −185,400,000; wallet 185,507,500 − 185,400,000 =
+    // 107,500. Taker fee 0.075% × 3,814,600,000 = 2,860,950, of which 107,500 is paid and
+    // 2,753,450 falls short; the maker's rebate is 0.01% × 3,814,600,000 = 381,460.
+    h.run(Command::Place(limit(0, 2, Side::Buy, 400_000, 19_073)));
+    let fees_before = h.engine.ledger().balance(Entry::Fees, USDT);
+    let ev = h.run(Command::Place(market(1, 2, Side::Sell, 400_000)));
+    let f = fills(&ev);
+    assert_eq!((f[0].2, f[0].3, f[0].4), (19_073, 400_000, 3_814_600_000), "{ev:?}");
+    assert_eq!((f[0].5, f[0].6), (-381_460, 2_860_950), "nominal fees: {ev:?}");
+    let shortfalls: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match *e {
+            Event::FeeShortfall { account, currency, amount, .. } => {
+                Some((account.0, currency, amount))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shortfalls, [(1, USDT, 2_753_450)], "{ev:?}");
+    assert!(!ev.iter().any(|e| matches!(e, Event::InsuranceCovered { .. })), "{ev:?}");
+    assert_eq!(wallet(&h, 1, USDT), 0);
+    assert_eq!(h.engine.position(AccountId(1), MarketId(2)).qty, 0);
+    // The fee account took what moved: 107,500 in, 381,460 out.
+    let fees = h.engine.ledger().balance(Entry::Fees, USDT);
+    assert_eq!(fees, fees_before + 107_500 - 381_460);
+    h.engine.audit_full().unwrap();
 }
 
 #[test]

@@ -302,7 +302,9 @@ pub enum Event {
         qty: Qty,
         /// The fill's value (`qty × unit value`, BitMEX sign): the buyer's cost change.
         value: Money,
-        /// Positive: paid by the maker; negative: a rebate to the maker.
+        /// The nominal fees (rate × value; zero for the liquidation engine). Positive: paid
+        /// by the maker; negative: a rebate to the maker. Where the wallet or the fee account
+        /// cannot move all of a fee, a `FeeShortfall` follows.
         maker_fee: Money,
         taker_fee: Money,
         maker_leaves: Qty,
@@ -347,6 +349,17 @@ pub enum Event {
     /// The insurance fund paid `amount` into a wallet that could not absorb a realised loss
     /// (a close past the bankruptcy price).
     InsuranceCovered {
+        seq: Seq,
+        account: AccountId,
+        currency: Currency,
+        amount: Money,
+    },
+    /// Part of a fill's fee did not move: `amount = nominal fee − fee moved`, on the
+    /// `Fill` just before it. Positive: the account's wallet could not pay its fee (a
+    /// bankrupt close emptied it) and keeps `amount`; negative: the fee account could not
+    /// fund the whole rebate, and the account received `−amount` less. A `Fill` always
+    /// carries the nominal fee: its rate times its value, known from the market alone.
+    FeeShortfall {
         seq: Seq,
         account: AccountId,
         currency: Currency,
