@@ -354,17 +354,6 @@ pub enum Event {
         currency: Currency,
         amount: Money,
     },
-    /// Part of a fill's fee did not move: `amount = nominal fee − fee moved`, on the
-    /// `Fill` just before it. Positive: the account's wallet could not pay its fee (a
-    /// bankrupt close emptied it) and keeps `amount`; negative: the fee account could not
-    /// fund the whole rebate, and the account received `−amount` less. A `Fill` always
-    /// carries the nominal fee: its rate times its value, known from the market alone.
-    FeeShortfall {
-        seq: Seq,
-        account: AccountId,
-        currency: Currency,
-        amount: Money,
-    },
     LeverageChanged {
         seq: Seq,
         account: AccountId,
@@ -465,5 +454,18 @@ pub enum Event {
         seq: Seq,
         currency: Currency,
         discrepancy: Money,
+    },
+    // New variants go last: one added in the middle shifts the discriminant, and so the
+    // hash encoding, of every variant after it, and with it every recorded stream hash.
+    /// Part of a fill's fee did not move: `amount = nominal fee − fee moved`, on the
+    /// `Fill` just before it. Positive: the account's wallet could not pay its fee (a
+    /// bankrupt close emptied it) and keeps `amount`; negative: the fee account could not
+    /// fund the whole rebate, and the account received `−amount` less. A `Fill` always
+    /// carries the nominal fee: its rate times its value, known from the market alone.
+    FeeShortfall {
+        seq: Seq,
+        account: AccountId,
+        currency: Currency,
+        amount: Money,
     },
 }
