@@ -301,12 +301,12 @@ impl Engine {
     /// Two engines that applied the same commands must agree on it.
     pub fn state_hash(&self) -> u128 {
         let mut h = Xxh3::new();
-        h.write_u64(self.next_order);
         // The current UTC day is not hashed: it is the clock of the last command, and only
         // matters through the Day orders it expires, whose cancellations are hashed. (A
         // rejected command that is the first of a new day must leave the hash unchanged.)
         h.write_u8(self.halt.is_some() as u8);
         for (m, market) in self.markets.iter().enumerate() {
+            h.write_u64(market.next_order);
             h.write_i64(market.mark.0);
             h.write_i64(market.index.map_or(-1, |p| p.0));
             h.write_i64(market.last.map_or(-1, |p| p.0));

@@ -71,6 +71,8 @@ pub(crate) struct Market {
     pub index: Option<Price>,
     pub last: Option<Price>,
     pub triggers: Triggers,
+    /// The number the market's next accepted order takes (`OrderId::new`).
+    pub next_order: u64,
 }
 
 /// The value of one inverse contract at `price`, or 0 for linear and quanto contracts.
@@ -117,7 +119,6 @@ pub struct Engine {
     /// Shared (read-only) with the remargin shard threads during a tick's fan-out, and only
     /// then; every write goes through `edit`.
     pub(crate) ledger: Arc<Ledger>,
-    pub(crate) next_order: u64,
     pub(crate) day: Option<i64>,
     pub(crate) halt: Option<HaltEvidence>,
     pub(crate) groups: u64,
@@ -229,6 +230,7 @@ impl Engine {
                     last: None,
                     // Room for the stops a busy market holds; past it the heap grows.
                     triggers: Triggers::new((config.max_orders as usize).min(1 << 16)),
+                    next_order: 1,
                 })
                 .collect(),
             books: config
@@ -246,7 +248,6 @@ impl Engine {
             positions: vec![Position::default(); rows * n_markets],
             accounts: vec![AccountMarket::default(); rows * n_markets],
             ledger: Arc::new(ledger),
-            next_order: 1,
             day: None,
             halt: None,
             groups: 0,
@@ -382,6 +383,13 @@ impl Engine {
     pub fn corrupt_cross_rows_for_test(&mut self, market: MarketId, delta: i32) {
         let rows = &mut self.shards[0].open[market.0 as usize].cross_rows;
         *rows = rows.checked_add_signed(delta).expect("a count");
+    }
+
+    /// Skip a market's order numbers ahead, to where its last numbers are given out
+    /// (`OrderId::MAX_NUMBER`), which no test could reach by placing orders.
+    #[doc(hidden)]
+    pub fn skip_order_numbers_for_test(&mut self, market: MarketId, next: u64) {
+        self.markets[market.0 as usize].next_order = next;
     }
 
     /// The order-margin hold of an account in a market.
@@ -856,7 +864,7 @@ impl Engine {
             }
         }
         let book = &self.books[o.market.0 as usize];
-        if self.orders.is_full() || book.len() >= book.config().max_orders as usize {
+        if !self.order_room(o.market) || book.len() >= book.config().max_orders as usize {
             return Err(RejectReason::CapacityExhausted);
         }
         Ok(o)
@@ -1075,8 +1083,9 @@ impl Engine {
     /// Give an order that passed its checks an id and a record, and announce it. Returns
     /// its slot; the caller then indexes its trigger or executes it.
     pub(crate) fn accept<S: EventSink>(&mut self, seq: Seq, o: &NewOrder, sink: &mut S) -> u32 {
-        let id = OrderId(self.next_order);
-        self.next_order += 1;
+        let market = &mut self.markets[o.market.0 as usize];
+        let id = OrderId::new(o.market, market.next_order);
+        market.next_order += 1;
         let slot = self.add_record(OrderRecord::accepted(id, o));
         sink.emit(Event::OrderAccepted {
             seq,
@@ -1522,16 +1531,26 @@ impl Engine {
         if !self.known_account(account) {
             return Err(RejectReason::UnknownAccount);
         }
-        let slot =
-            self.orders.slot_of(order).ok_or(if order.0 != 0 && order.0 < self.next_order {
-                RejectReason::OrderNotOpen
-            } else {
-                RejectReason::UnknownOrder
-            })?;
+        let slot = self.orders.slot_of(order).ok_or(if self.issued(order) {
+            RejectReason::OrderNotOpen
+        } else {
+            RejectReason::UnknownOrder
+        })?;
         if self.orders.get(slot).account != account {
             return Err(RejectReason::NotYourOrder);
         }
         Ok(slot)
+    }
+
+    /// Has `order` been given out (it may since have stopped working)?
+    pub(crate) fn issued(&self, order: OrderId) -> bool {
+        let n = order.number();
+        n != 0 && self.markets.get(order.market().0 as usize).is_some_and(|m| n < m.next_order)
+    }
+
+    /// Can `market` accept one more order: a free record, and a number left to give it?
+    pub(crate) fn order_room(&self, market: MarketId) -> bool {
+        !self.orders.is_full() && self.markets[market.0 as usize].next_order <= OrderId::MAX_NUMBER
     }
 
     fn amend<S: EventSink>(&mut self, seq: Seq, a: AmendOrder, sink: &mut S) {
@@ -1852,11 +1871,12 @@ impl Engine {
                 let mut expired = Vec::new();
                 self.orders.for_each(|slot, r| {
                     if r.time_in_force == TimeInForce::Day {
-                        expired.push((r.id, slot));
+                        expired.push((r.market, r.id, slot));
                     }
                 });
                 expired.sort_unstable();
-                for (_, slot) in expired {
+                // Market by market, each in the order its orders were accepted.
+                for (_, _, slot) in expired {
                     self.cancel_slot(seq, slot, CancelReason::Expired, sink);
                 }
             }

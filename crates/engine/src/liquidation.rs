@@ -494,7 +494,7 @@ impl Engine {
     ) {
         let liquidator = self.liquidator;
         let pos = self.position(liquidator, market);
-        if pos.qty == 0 || self.orders.is_full() {
+        if pos.qty == 0 || !self.order_room(market) {
             return;
         }
         let side = if pos.qty > 0 { Side::Sell } else { Side::Buy };

@@ -127,7 +127,7 @@ impl Engine {
             // where the order is M's and R's alike. (An id given out before names a live
             // order, or one M refuses as not open. First in its segment, the amend meets
             // the state R saw: there the order does not exist, and M refuses it.)
-            if i > 0 && matches!(cmd.command, Command::Amend(a) if a.order.0 >= self.next_order) {
+            if i > 0 && matches!(cmd.command, Command::Amend(a) if !self.issued(a.order)) {
                 return i;
             }
             if self.ends_segment(&cmd.command) {

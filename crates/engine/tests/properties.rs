@@ -560,8 +560,14 @@ impl Gen {
 
     fn pick(&self, pick: u16, who: u8) -> (OrderId, AccountId) {
         if who == 8 || self.seen.is_empty() {
-            let bogus = if pick.is_multiple_of(2) { 0 } else { self.max_id + 1 + pick as u64 };
-            return (OrderId(bogus), AccountId(pick as u32 % ACCOUNTS));
+            // 0, or a number no market has given out yet.
+            let bogus = if pick.is_multiple_of(2) {
+                OrderId(0)
+            } else {
+                let market = MarketId(pick % MARKETS);
+                OrderId::new(market, OrderId(self.max_id).number() + 1 + pick as u64)
+            };
+            return (bogus, AccountId(pick as u32 % ACCOUNTS));
         }
         // Mostly orders that still work (amends and cancels that do something), sometimes
         // any order ever seen (filled or cancelled: OrderNotOpen).

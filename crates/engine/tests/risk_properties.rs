@@ -244,7 +244,7 @@ fn materialize(op: Op, engine: &Engine, seen: &[(OrderId, AccountId)]) -> Comman
         },
         Op::Cancel { pick } => {
             let (order, account) = if seen.is_empty() {
-                (OrderId(1), AccountId(0))
+                (OrderId::new(MarketId(0), 1), AccountId(0))
             } else {
                 seen[pick as usize % seen.len()]
             };

@@ -351,10 +351,10 @@ fn stage_r_decides_each_segment_from_the_state_m_has_reached() {
 
     // 3. An amend of an order placed earlier in the same segment ends it: R cannot look
     // the order up before M has accepted it. Wallet 23,000: buy 100 (11,500), amend it to
-    // 200 (+11,500), buy 100 more (refused: 0 left). Order ids count up by one per
-    // accepted order, so the group can name the order it places.
+    // 200 (+11,500), buy 100 more (refused: 0 left). A market numbers its orders one by
+    // one, so the group can name the order it places.
     h.deposit(5, XBT, 23_000);
-    let next = OrderId(resting.0 + 1);
+    let next = OrderId::new(resting.market(), resting.number() + 1);
     let amend = amend_qty(5, next, 200);
     let ev = h.run_group(&[Command::Place(buy(5)), Command::Amend(amend), Command::Place(buy(5))]);
     assert_eq!(accepted(&ev), next);
@@ -632,6 +632,54 @@ fn a_closing_order_stops_at_the_bankruptcy_price() {
     h.engine.audit_full().unwrap();
 }
 
+/// Each market numbers its own orders (a matcher per market shares no counter), and an id
+/// says its market. Past its last number a market refuses new orders; the others go on.
+#[test]
+fn each_market_numbers_its_orders_and_refuses_past_the_last_number() {
+    let mut h = harness();
+    let (xbt, eth) = (MarketId(0), MarketId(1));
+    // ETHUSD ticks are 0.05 USD: 2010.00 is 40,200 ticks.
+    let a = accepted(&h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10100.0)))));
+    let b = accepted(&h.run(Command::Place(limit(0, 1, Side::Sell, 1, 40_200))));
+    let c = accepted(&h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10100.0)))));
+    assert_eq!((a, b, c), (OrderId::new(xbt, 1), OrderId::new(eth, 1), OrderId::new(xbt, 2)));
+    assert_eq!((b.market(), b.number()), (eth, 1));
+
+    h.engine.skip_order_numbers_for_test(xbt, OrderId::MAX_NUMBER);
+    let last = accepted(&h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10100.0)))));
+    assert_eq!(last, OrderId::new(xbt, OrderId::MAX_NUMBER));
+    let hash = h.engine.state_hash();
+    let ev = h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(9900.0))));
+    assert_eq!(rejected(&ev), Some(RejectReason::CapacityExhausted), "{ev:?}");
+    assert_eq!(h.engine.state_hash(), hash, "a refusal changes nothing");
+    let d = accepted(&h.run(Command::Place(limit(1, 1, Side::Buy, 1, 39_800))));
+    assert_eq!(d, OrderId::new(eth, 2));
+    // The last order works like any other.
+    let ev = h.run(Command::Cancel { account: AccountId(0), order: last });
+    assert!(ev.iter().any(|e| matches!(e, Event::OrderCanceled { order, .. } if *order == last)));
+    h.engine.audit_full().unwrap();
+}
+
+/// The order table is pre-allocated: when it is full, new orders are refused until one
+/// stops working, and nothing else changes.
+#[test]
+fn a_full_order_table_refuses_new_orders_until_one_stops_working() {
+    let mut h = Harness::new(&EngineConfig { max_orders: 2, ..EngineConfig::reference(8) });
+    for a in 0..2 {
+        h.deposit(a, XBT, ONE_XBT);
+    }
+    let a = accepted(&h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10100.0)))));
+    accepted(&h.run(Command::Place(limit(0, 1, Side::Sell, 1, 40_200))));
+    let hash = h.engine.state_hash();
+    let ev = h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(9900.0))));
+    assert_eq!(rejected(&ev), Some(RejectReason::CapacityExhausted), "{ev:?}");
+    assert_eq!(h.engine.state_hash(), hash, "a refusal changes nothing");
+    h.run(Command::Cancel { account: AccountId(0), order: a });
+    let ev = h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(9900.0))));
+    assert_eq!(rejected(&ev), None, "{ev:?}");
+    h.engine.audit_full().unwrap();
+}
+
 #[test]
 fn maintenance_and_position_margin_follow_bitmex_fields() {
     let mut h = harness();
@@ -878,7 +926,9 @@ fn stops_trigger_on_mark_and_last_price() {
 #[test]
 fn every_bad_input_is_rejected_and_changes_nothing() {
     let mut h = harness();
-    h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10000.0))));
+    let first = accepted(&h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10000.0)))));
+    // The market's 77th order: not given out yet.
+    let never = OrderId::new(MarketId(0), 77);
     let base = limit(1, 0, Side::Buy, 100, px(9999.0));
     use amdahl_types::NewOrder;
     let cases: Vec<(Command, RejectReason)> = vec![
@@ -923,8 +973,8 @@ fn every_bad_input_is_rejected_and_changes_nothing() {
             Command::Place(NewOrder { qty: Qty(10_000_000), ..base }),
             RejectReason::RiskLimitExceeded,
         ),
-        (Command::Cancel { account: AccountId(1), order: OrderId(1) }, RejectReason::NotYourOrder),
-        (Command::Cancel { account: AccountId(1), order: OrderId(77) }, RejectReason::UnknownOrder),
+        (Command::Cancel { account: AccountId(1), order: first }, RejectReason::NotYourOrder),
+        (Command::Cancel { account: AccountId(1), order: never }, RejectReason::UnknownOrder),
         (
             Command::Withdraw { account: AccountId(1), currency: XBT, amount: ONE_XBT + 1 },
             RejectReason::InsufficientAvailableBalance,

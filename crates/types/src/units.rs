@@ -11,10 +11,35 @@ pub struct AccountId(pub u32);
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
 pub struct MarketId(pub u16);
 
-/// An order, assigned by the engine from a counter that starts at 1 (0 is never an order).
-/// Ids are never reused, so a stale id can never name somebody else's order.
+/// An order, numbered by the engine per market: the market's own count (from 1) above the
+/// market's id. So each market numbers its orders without a counter shared across markets
+/// (a matcher per market needs none), and an id alone says which market's orders to look
+/// in. 0 is never an order. Ids are never reused, so a stale id can never name somebody
+/// else's order.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
 pub struct OrderId(pub u64);
+
+impl OrderId {
+    const MARKET_BITS: u32 = u16::BITS;
+    /// The last number a market can give out (2^48 − 1: at 5 M orders a second, 1.8
+    /// years of one market's flow); past it the market refuses new orders.
+    pub const MAX_NUMBER: u64 = u64::MAX >> Self::MARKET_BITS;
+
+    /// The `number`-th order of `market` (`1 ..= MAX_NUMBER`).
+    pub const fn new(market: MarketId, number: u64) -> OrderId {
+        debug_assert!(number >= 1 && number <= Self::MAX_NUMBER);
+        OrderId(number << Self::MARKET_BITS | market.0 as u64)
+    }
+
+    pub const fn market(self) -> MarketId {
+        MarketId(self.0 as u16)
+    }
+
+    /// Its place in its market's count (0 for the id 0, which names no order).
+    pub const fn number(self) -> u64 {
+        self.0 >> Self::MARKET_BITS
+    }
+}
 
 /// The sequencer's global sequence number of a command.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]

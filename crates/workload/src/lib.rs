@@ -236,6 +236,8 @@ struct MarketState {
     /// Order quantities are `lot × qty_scale × (1 … 10)`: about 1,000–10,000 USD.
     qty_scale: i64,
     mark: i64,
+    /// The number the engine gives the market's next accepted order (`OrderId::new`).
+    next_order: u64,
 }
 
 /// A recently placed resting-capable limit order, for cancels and amends.
@@ -263,8 +265,6 @@ pub struct Workload {
     /// The index in `LEVERAGES` last set per cell, so a change always changes something.
     leverage_set: Vec<u8>,
     recent: Vec<Recent>,
-    /// The id the engine will give the next accepted order.
-    next_order: u64,
     /// Commands emitted so far (setup included); the next `Seq` is this + 1.
     emitted: u64,
     setup_len: u64,
@@ -290,7 +290,7 @@ impl Workload {
                     // 1000 contracts = 0.001 XBT ≈ 10 USD.
                     ContractKind::Linear | ContractKind::Quanto => 100,
                 };
-                MarketState { lot: inst.lot.0, qty_scale, mark: OPENING_MARK.0 }
+                MarketState { lot: inst.lot.0, qty_scale, mark: OPENING_MARK.0, next_order: 1 }
             })
             .collect();
         let mut currencies = [None; Currency::COUNT];
@@ -309,7 +309,6 @@ impl Workload {
             stop_bound: vec![0; cells],
             leverage_set: vec![0; cells],
             recent: Vec::with_capacity(RECENT_POOL),
-            next_order: 1,
             emitted: 0,
             setup_len: config.setup_len(),
             marks_sent: 0,
@@ -429,8 +428,9 @@ impl Workload {
 
     /// The id the engine gives the order being placed now; the tag echoes it.
     fn accept(&mut self, mut order: NewOrder) -> (Command, u64) {
-        let id = self.next_order;
-        self.next_order += 1;
+        let market = &mut self.markets[order.market.0 as usize];
+        let id = OrderId::new(order.market, market.next_order).0;
+        market.next_order += 1;
         order.client_tag = id;
         (Command::Place(order), id)
     }
