@@ -68,10 +68,9 @@ impl Ticker {
             markets: vec![MarketConfig {
                 instrument: Instrument::xbtusd(),
                 mark: Price(MARK),
-                max_resting: 1 << 10,
+                max_orders: 1 << 10,
                 lifecycle: Lifecycle::default(),
             }],
-            max_orders: 1 << 10,
             max_open_orders: 200,
             max_stop_orders: 10,
             audit_cycle: 0,

@@ -10,8 +10,10 @@ pub struct MarketConfig {
     pub instrument: Instrument,
     /// The mark price at start.
     pub mark: Price,
-    /// The most orders that can rest in this market's book at once.
-    pub max_resting: u32,
+    /// The most working orders of this market at once (resting in its book, or waiting for
+    /// a trigger): the size of its book and of its slice of the order table. Past it, new
+    /// orders are refused `CapacityExhausted`.
+    pub max_orders: u32,
     pub lifecycle: Lifecycle,
 }
 
@@ -79,8 +81,6 @@ pub struct EngineConfig {
     /// Accounts are `0..accounts`.
     pub accounts: u32,
     pub markets: Vec<MarketConfig>,
-    /// The most working orders (resting + untriggered) across all markets.
-    pub max_orders: u32,
     /// BitMEX: 200 open orders per account per market.
     pub max_open_orders: u32,
     /// BitMEX: 10 untriggered stop orders per account per market.
@@ -103,28 +103,27 @@ impl EngineConfig {
             MarketConfig {
                 instrument: Instrument::xbtusd(),
                 mark: Price(20_000),
-                max_resting: 1 << 16,
+                max_orders: 1 << 16,
                 lifecycle: Lifecycle::default(),
             },
             // ETHUSD at 2000.00: 40000 ticks of 0.05.
             MarketConfig {
                 instrument: Instrument::ethusd(),
                 mark: Price(40_000),
-                max_resting: 1 << 16,
+                max_orders: 1 << 16,
                 lifecycle: Lifecycle::default(),
             },
             // XBTUSDT at 10000.0: 20000 ticks of 0.5.
             MarketConfig {
                 instrument: Instrument::xbtusdt(),
                 mark: Price(20_000),
-                max_resting: 1 << 16,
+                max_orders: 1 << 16,
                 lifecycle: Lifecycle::default(),
             },
         ];
         EngineConfig {
             accounts,
             markets,
-            max_orders: 1 << 18,
             max_open_orders: 200,
             max_stop_orders: 10,
             audit_cycle: 64,
@@ -140,6 +139,9 @@ impl EngineConfig {
             m.instrument.validate().map_err(|e| format!("market {i}: {e}"))?;
             if m.mark.0 <= 0 || m.mark > m.instrument.max_price {
                 return Err(format!("market {i}: opening mark outside 1..=max_price"));
+            }
+            if m.max_orders == 0 {
+                return Err(format!("market {i}: max_orders must be positive"));
             }
             if let Some(ix) = &m.lifecycle.index {
                 ix.validate().map_err(|e| format!("market {i}: index: {e}"))?;
@@ -165,8 +167,12 @@ impl EngineConfig {
                 return Err(format!("market {i}: a market is perpetual (funding) or dated"));
             }
         }
-        if self.accounts == 0 || self.max_orders == 0 {
-            return Err("accounts and max_orders must be positive".into());
+        if self.accounts == 0 {
+            return Err("accounts must be positive".into());
+        }
+        // Order slots are numbered across markets in a u32.
+        if self.markets.iter().map(|m| m.max_orders as u64).sum::<u64>() > u32::MAX as u64 {
+            return Err("the markets' max_orders must sum to at most 2^32 − 1".into());
         }
         Ok(())
     }

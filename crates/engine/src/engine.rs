@@ -216,6 +216,7 @@ impl Engine {
                 ledger.fund_insurance(c, amount).expect("positive");
             }
         }
+        let capacities: Vec<u32> = config.markets.iter().map(|m| m.max_orders).collect();
         Engine {
             markets: config
                 .markets
@@ -229,7 +230,7 @@ impl Engine {
                     index: None,
                     last: None,
                     // Room for the stops a busy market holds; past it the heap grows.
-                    triggers: Triggers::new((config.max_orders as usize).min(1 << 16)),
+                    triggers: Triggers::new((m.max_orders as usize).min(1 << 16)),
                     next_order: 1,
                 })
                 .collect(),
@@ -238,13 +239,13 @@ impl Engine {
                 .iter()
                 .map(|m| {
                     Book::new(BookConfig {
-                        max_orders: m.max_resting,
+                        max_orders: m.max_orders,
                         max_price: m.instrument.max_price,
                     })
                 })
                 .collect(),
-            orders: Orders::new(config.max_orders),
-            trigger_at: vec![NIL; config.max_orders as usize],
+            orders: Orders::new(&capacities),
+            trigger_at: vec![NIL; capacities.iter().map(|&c| c as usize).sum()],
             positions: vec![Position::default(); rows * n_markets],
             accounts: vec![AccountMarket::default(); rows * n_markets],
             ledger: Arc::new(ledger),
@@ -863,8 +864,8 @@ impl Engine {
                 }
             }
         }
-        let book = &self.books[o.market.0 as usize];
-        if !self.order_room(o.market) || book.len() >= book.config().max_orders as usize {
+        // A market's book holds only records of its slice, so it is never the one full.
+        if !self.order_room(o.market) {
             return Err(RejectReason::CapacityExhausted);
         }
         Ok(o)
@@ -1550,7 +1551,8 @@ impl Engine {
 
     /// Can `market` accept one more order: a free record, and a number left to give it?
     pub(crate) fn order_room(&self, market: MarketId) -> bool {
-        !self.orders.is_full() && self.markets[market.0 as usize].next_order <= OrderId::MAX_NUMBER
+        !self.orders.is_full(market)
+            && self.markets[market.0 as usize].next_order <= OrderId::MAX_NUMBER
     }
 
     fn amend<S: EventSink>(&mut self, seq: Seq, a: AmendOrder, sink: &mut S) {

@@ -377,11 +377,7 @@ impl Engine {
         let twap = mk.life.twap.twap(expiry, SETTLEMENT_WINDOW_NS).map(|t| t.price);
         let price = twap.or(mk.index).unwrap_or(mk.mark);
         let mut working = Vec::new();
-        self.orders.for_each(|slot, r| {
-            if r.market == market {
-                working.push((r.id, slot));
-            }
-        });
+        self.orders.for_each_in(market, |slot, r| working.push((r.id, slot)));
         working.sort_unstable();
         for (_, slot) in working {
             self.cancel_slot(seq, slot, CancelReason::Settlement, sink);

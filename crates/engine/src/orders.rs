@@ -1,6 +1,10 @@
 //! The engine's order table: every accepted order that is still working (resting in a
 //! book, or waiting for its trigger), in a pre-allocated slab.
 //!
+//! Each market owns a contiguous slice of the slab, with its own free list and id index,
+//! so a market's records never share a slot range, a list or a map with another's (what a
+//! matcher per market needs), and slot numbers stay global for the rest of the engine.
+//!
 //! Records of one (account, market) are threaded on an intrusive doubly-linked list so
 //! cancel-all and the ReduceOnly trim walk only that account's orders.
 
@@ -9,6 +13,7 @@ use amdahl_types::{
     AccountId, ExecInst, MarketId, Money, NewOrder, OrdType, OrderId, Price, Qty, Side, TimeInForce,
 };
 use rustc_hash::FxHashMap;
+use std::ops::Range;
 
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -89,13 +94,22 @@ impl OrderRecord {
 pub(crate) struct Orders {
     slots: Vec<OrderRecord>,
     live: Vec<bool>,
+    /// Per market: its slice of `slots`, its free slots and its id → slot index.
+    markets: Vec<MarketOrders>,
+    len: usize,
+}
+
+struct MarketOrders {
+    slots: Range<u32>,
     free: Vec<u32>,
     by_id: FxHashMap<u64, u32>,
 }
 
 impl Orders {
-    pub fn new(capacity: u32) -> Orders {
-        let n = capacity as usize;
+    /// A table of `capacities[m]` slots for each market `m`.
+    pub fn new(capacities: &[u32]) -> Orders {
+        let n: usize = capacities.iter().map(|&c| c as usize).sum();
+        let n = u32::try_from(n).expect("the order table fits u32 slots") as usize;
         let blank = OrderRecord {
             id: OrderId(0),
             account: AccountId(0),
@@ -117,23 +131,34 @@ impl Orders {
             prev: NIL,
             next: NIL,
         };
-        let mut by_id = FxHashMap::default();
-        by_id.reserve(n);
-        Orders {
-            slots: vec![blank; n],
-            live: vec![false; n],
-            // Pop order is ascending slot number, so the layout is a pure function of history.
-            free: (0..capacity).rev().collect(),
-            by_id,
-        }
+        let mut start = 0u32;
+        let markets = capacities
+            .iter()
+            .map(|&c| {
+                let slots = start..start + c;
+                start += c;
+                let mut by_id = FxHashMap::default();
+                by_id.reserve(c as usize);
+                // Pop order is ascending slot number, so the layout is a pure function of
+                // history.
+                MarketOrders { free: slots.clone().rev().collect(), slots, by_id }
+            })
+            .collect();
+        Orders { slots: vec![blank; n], live: vec![false; n], markets, len: 0 }
     }
 
-    pub fn is_full(&self) -> bool {
-        self.free.is_empty()
+    /// Is `market`'s slice full?
+    pub fn is_full(&self, market: MarketId) -> bool {
+        self.markets[market.0 as usize].free.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.len
+    }
+
+    /// `market`'s slots, live or free.
+    pub fn slots_of(&self, market: MarketId) -> Range<u32> {
+        self.markets[market.0 as usize].slots.clone()
     }
 
     /// Slots, live or free.
@@ -145,11 +170,14 @@ impl Orders {
         self.live.get(slot as usize).copied().unwrap_or(false)
     }
 
+    /// Into a free slot of the record's market's slice.
     pub fn insert(&mut self, record: OrderRecord) -> Option<u32> {
-        let slot = self.free.pop()?;
+        let m = &mut self.markets[record.market.0 as usize];
+        let slot = m.free.pop()?;
+        m.by_id.insert(record.id.0, slot);
         self.slots[slot as usize] = record;
         self.live[slot as usize] = true;
-        self.by_id.insert(record.id.0, slot);
+        self.len += 1;
         Some(slot)
     }
 
@@ -157,13 +185,16 @@ impl Orders {
         assert!(self.live[slot as usize], "removing a free order slot {slot}");
         let r = self.slots[slot as usize];
         self.live[slot as usize] = false;
-        self.by_id.remove(&r.id.0);
-        self.free.push(slot);
+        let m = &mut self.markets[r.market.0 as usize];
+        m.by_id.remove(&r.id.0);
+        m.free.push(slot);
+        self.len -= 1;
         r
     }
 
+    /// The id names its market, so only that market's index is asked.
     pub fn slot_of(&self, id: OrderId) -> Option<u32> {
-        self.by_id.get(&id.0).copied()
+        self.markets.get(id.market().0 as usize)?.by_id.get(&id.0).copied()
     }
 
     pub fn get(&self, slot: u32) -> &OrderRecord {
@@ -176,11 +207,21 @@ impl Orders {
         &mut self.slots[slot as usize]
     }
 
-    /// Every live record, in slot order (deterministic: slots are handed out by history).
+    /// Every live record, in slot order: market by market (deterministic: slots are handed
+    /// out by history).
     pub fn for_each(&self, mut f: impl FnMut(u32, &OrderRecord)) {
         for (i, r) in self.slots.iter().enumerate() {
             if self.live[i] {
                 f(i as u32, r);
+            }
+        }
+    }
+
+    /// Every live record of `market`, in slot order.
+    pub fn for_each_in(&self, market: MarketId, mut f: impl FnMut(u32, &OrderRecord)) {
+        for slot in self.slots_of(market) {
+            if self.live[slot as usize] {
+                f(slot, &self.slots[slot as usize]);
             }
         }
     }

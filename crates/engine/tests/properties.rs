@@ -304,9 +304,8 @@ fn config() -> EngineConfig {
     // Full audits often, to catch aggregates drifting between mark ticks.
     c.audit_cycle = 8;
     // Small capacities: building an engine is most of a short case's cost otherwise.
-    c.max_orders = 4_096;
     for m in &mut c.markets {
-        m.max_resting = 4_096;
+        m.max_orders = 4_096;
     }
     c
 }

@@ -157,9 +157,8 @@ fn config(fund: u8) -> EngineConfig {
     let mut c = EngineConfig::reference(ACCOUNTS);
     c.insurance_fund = fund_amounts(fund);
     c.audit_cycle = 4;
-    c.max_orders = 4_096;
     for m in &mut c.markets {
-        m.max_resting = 4_096;
+        m.max_orders = 4_096;
     }
     c
 }

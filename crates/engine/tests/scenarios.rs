@@ -660,20 +660,27 @@ fn each_market_numbers_its_orders_and_refuses_past_the_last_number() {
     h.engine.audit_full().unwrap();
 }
 
-/// The order table is pre-allocated: when it is full, new orders are refused until one
-/// stops working, and nothing else changes.
+/// Each market's slice of the order table is pre-allocated: when it is full, the market
+/// refuses new orders until one stops working, nothing else changes, and the other markets
+/// are not affected.
 #[test]
-fn a_full_order_table_refuses_new_orders_until_one_stops_working() {
-    let mut h = Harness::new(&EngineConfig { max_orders: 2, ..EngineConfig::reference(8) });
+fn a_full_market_refuses_new_orders_until_one_stops_working() {
+    let mut config = EngineConfig::reference(8);
+    config.markets[0].max_orders = 2;
+    let mut h = Harness::new(&config);
     for a in 0..2 {
         h.deposit(a, XBT, ONE_XBT);
     }
     let a = accepted(&h.run(Command::Place(limit(0, 0, Side::Sell, 100, px(10100.0)))));
-    accepted(&h.run(Command::Place(limit(0, 1, Side::Sell, 1, 40_200))));
+    // A stop holds a slot too.
+    let stop = NewOrder { stop_px: Some(Price(px(10200.0))), ..market(0, 0, Side::Buy, 100) };
+    let stop = NewOrder { ord_type: OrdType::Stop, ..stop };
+    accepted(&h.run(Command::Place(stop)));
     let hash = h.engine.state_hash();
     let ev = h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(9900.0))));
     assert_eq!(rejected(&ev), Some(RejectReason::CapacityExhausted), "{ev:?}");
     assert_eq!(h.engine.state_hash(), hash, "a refusal changes nothing");
+    accepted(&h.run(Command::Place(limit(1, 1, Side::Buy, 1, 39_800))));
     h.run(Command::Cancel { account: AccountId(0), order: a });
     let ev = h.run(Command::Place(limit(1, 0, Side::Buy, 100, px(9900.0))));
     assert_eq!(rejected(&ev), None, "{ev:?}");

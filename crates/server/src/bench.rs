@@ -661,7 +661,7 @@ pub fn run(args: &BenchArgs) -> Report {
         "group_size": config.group_size,
         "audit_cycle": config.audit_cycle,
         "setup_commands": workload.setup.len(),
-        "max_orders": workload.engine.max_orders,
+        "max_orders_per_market": workload.engine.markets[0].max_orders,
         "generate_seconds": generate_seconds,
     });
     let mut runs: Vec<RunReport> = Vec::new();

@@ -201,26 +201,26 @@ impl WorkloadConfig {
         self.accounts as u64 * currencies
     }
 
-    /// The engine configuration this workload runs against. Capacities: the order table
-    /// holds every order the mix could still have working if none ever filled or was
+    /// The engine configuration this workload runs against. Capacities: each market holds
+    /// every order the mix could still have working there if none ever filled or was
     /// cancelled by id (limits and stops, bounded by the per-account caps), so a run never
-    /// meets `CapacityExhausted`; each book can hold all of them.
+    /// meets `CapacityExhausted`. The bound is per market, though markets are picked
+    /// uniformly, because no smaller one is certain.
     pub fn engine_config(&self) -> EngineConfig {
         let placed = self.commands.saturating_mul(mix::LIMIT + mix::STOP) / 1000 + 4096;
-        let per_account = self.accounts as u64 * self.markets as u64 * OPEN_ORDER_CAP as u64;
+        let per_account = self.accounts as u64 * OPEN_ORDER_CAP as u64;
         let max_orders = placed.min(per_account).clamp(1 << 12, 1 << 24) as u32;
         let markets = (0..self.markets)
             .map(|i| MarketConfig {
                 instrument: self.instrument(i),
                 mark: OPENING_MARK,
-                max_resting: max_orders,
+                max_orders,
                 lifecycle: Default::default(),
             })
             .collect();
         EngineConfig {
             accounts: self.accounts,
             markets,
-            max_orders,
             max_open_orders: 200,
             max_stop_orders: STOP_ORDER_CAP as u32,
             audit_cycle: self.audit_cycle,
