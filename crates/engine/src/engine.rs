@@ -134,9 +134,9 @@ pub struct Engine {
     pub(crate) order_cursor: u32,
     /// Accounts whose position changed during one match and hold ReduceOnly orders.
     touched: Vec<AccountId>,
-    /// Accounts whose position changed during one match: a fill away from the mark can
-    /// leave a position under maintenance without any mark change.
-    filled: Vec<AccountId>,
+    /// Accounts whose positions fills changed: their cross sums are refreshed when the
+    /// segment ends, their maintenance is checked when the group ends (`Filled`).
+    filled: Filled,
     /// The liquidation engine's account: one past the last user account. Its positions
     /// belong to the insurance fund; it pays no fees and no margin.
     pub(crate) liquidator: AccountId,
@@ -260,7 +260,7 @@ impl Engine {
             audit_cursor: 0,
             order_cursor: 0,
             touched: Vec::with_capacity(1 << 16),
-            filled: Vec::with_capacity(1 << 16),
+            filled: Filled::new(rows),
             liquidator: AccountId(config.accounts),
             shards: (0..shards).map(|s| AccountShard::new(n_markets, rows, shards, s)).collect(),
             fan_out: std::sync::Mutex::new(None),
@@ -610,6 +610,10 @@ impl Engine {
         }
         self.now = cmd.time;
         self.roll_day(cmd.time, seq, sink);
+        if self.ends_segment(&cmd.command) {
+            // It reads what fills earlier in its segment changed.
+            self.refresh_filled();
+        }
         match cmd.command {
             Command::Deposit { account, currency, amount } => {
                 self.deposit(seq, account, currency, amount, sink)
@@ -638,8 +642,11 @@ impl Engine {
                 self.set_risk_limit(seq, account, market, limit, sink)
             }
         }
-        if !self.fired.is_empty() && self.halt.is_none() && self.segment_ended() {
-            self.execute_fired(seq, sink);
+        if self.halt.is_none() && self.segment_ended() {
+            self.refresh_filled();
+            if !self.fired.is_empty() {
+                self.execute_fired(seq, sink);
+            }
         }
     }
 
@@ -657,6 +664,7 @@ impl Engine {
         if self.halt.is_some() {
             return false;
         }
+        self.check_filled();
         self.groups += 1;
         let result = if let Some(error) = self.recount_failure.take() {
             Err(error)
@@ -1196,7 +1204,6 @@ impl Engine {
             rec.cum = rec.qty - left;
         }
         self.trim_touched(seq, r.market, sink);
-        self.check_filled(r.market);
         if left.0 == 0 {
             self.drop_record(slot);
             return;
@@ -1309,11 +1316,25 @@ impl Engine {
         left
     }
 
-    /// Queue for liquidation any account a match left under maintenance.
-    fn check_filled(&mut self, market: MarketId) {
-        let currency = self.markets[market.0 as usize].inst.settle;
-        while let Some(account) = self.filled.pop() {
+    /// Bring the cross sums (and isolated counts) of every account that fills changed up
+    /// to date. Matching reads neither: they are read by what comes after a segment
+    /// (stage R, fired orders' decisions, mark ticks and the other commands that end one,
+    /// the audit), so they are refreshed once per account there, not once per fill.
+    pub(crate) fn refresh_filled(&mut self) {
+        while let Some((account, currency)) = self.filled.refresh.pop() {
+            self.filled.refreshing[Filled::at(account, currency)] = false;
             self.refresh_cross(account, currency);
+        }
+    }
+
+    /// At the group's end: queue for liquidation every account fills left under
+    /// maintenance (a fill away from the mark can do that without any mark change). The
+    /// queue goes out at the group's end anyway, so this is the one check it needs; an
+    /// account that dipped under and recovered within the group is not queued.
+    fn check_filled(&mut self) {
+        self.refresh_filled();
+        while let Some((account, currency)) = self.filled.check.pop() {
+            self.filled.checking[Filled::at(account, currency)] = false;
             // Fees and realised PnL moved the wallet behind every cross position of the
             // currency, not only the position that traded.
             self.check_account(account, currency);
@@ -1488,6 +1509,8 @@ impl Engine {
         while !self.fired.is_empty() && self.halt.is_none() {
             std::mem::swap(&mut self.fired, &mut self.firing);
             let firing = std::mem::take(&mut self.firing);
+            // R reads the cross sums of the accounts the last round's fills changed.
+            self.refresh_filled();
             self.decide_fired(&firing);
             for (k, &id) in firing.iter().enumerate() {
                 if self.halt.is_some() {
@@ -1888,6 +1911,44 @@ impl Engine {
     }
 }
 
+/// The (account, currency) pairs fills changed, each listed once until taken: `refresh`
+/// until the cross sums are refreshed (a segment's end), `check` until maintenance is
+/// checked (the group's end).
+pub(crate) struct Filled {
+    refresh: Vec<(AccountId, Currency)>,
+    check: Vec<(AccountId, Currency)>,
+    refreshing: Vec<bool>,
+    checking: Vec<bool>,
+}
+
+impl Filled {
+    fn new(rows: usize) -> Filled {
+        let n = rows * Currency::COUNT;
+        Filled {
+            refresh: Vec::with_capacity(n),
+            check: Vec::with_capacity(n),
+            refreshing: vec![false; n],
+            checking: vec![false; n],
+        }
+    }
+
+    fn at(account: AccountId, currency: Currency) -> usize {
+        account.0 as usize * Currency::COUNT + currency.index()
+    }
+
+    fn note(&mut self, account: AccountId, currency: Currency) {
+        let i = Filled::at(account, currency);
+        if !self.refreshing[i] {
+            self.refreshing[i] = true;
+            self.refresh.push((account, currency));
+        }
+        if !self.checking[i] {
+            self.checking[i] = true;
+            self.check.push((account, currency));
+        }
+    }
+}
+
 /// Everything one match needs, borrowed apart from the book being matched.
 struct Settlement<'a> {
     seq: Seq,
@@ -1903,7 +1964,7 @@ struct Settlement<'a> {
     market_cost: &'a mut i128,
     margin_cache: &'a mut [MarginCache],
     extra_margin: &'a mut [Money],
-    filled: &'a mut Vec<AccountId>,
+    filled: &'a mut Filled,
     liquidator: AccountId,
     n_markets: usize,
     taker: OrderRecord,
@@ -1976,13 +2037,11 @@ impl Settlement<'_> {
         // seller's by −value, and whatever leaves a cost enters that account's wallet.
         let value = inst.value(qty, price);
         let (bi, si) = (self.pm(buyer), self.pm(seller));
-        let (buyer_before, seller_before) = (self.positions[bi].qty, self.positions[si].qty);
         let cost_before = self.positions[bi].cost as i128 + self.positions[si].cost as i128;
         let realised_buyer = self.positions[bi].apply_fill(Side::Buy, qty, value);
         let realised_seller = self.positions[si].apply_fill(Side::Sell, qty, value);
         *self.market_cost +=
             self.positions[bi].cost as i128 + self.positions[si].cost as i128 - cost_before;
-        let _ = (buyer_before, seller_before);
         for (account, i) in [(buyer, bi), (seller, si)] {
             let pos = self.positions[i];
             if pos.qty == 0 {
@@ -1991,14 +2050,14 @@ impl Settlement<'_> {
             }
             self.margin_cache[i] = MarginCache::of(&pos, inst);
             let liquidator = account == self.liquidator;
-            // A fill moves no position between cross and isolated, so the account's
-            // isolated count is current for a cross position (`check_filled` refreshes it
-            // when the fill opened or closed an isolated one).
+            // The isolated count is as of the last refresh: if a fill since then opened or
+            // closed the account's only isolated position, the refresh at the segment's end
+            // flips it and re-marks every cross row of the account, this one among them.
             let beside = crate::remargin::iso_beside(self.shards, account, currency);
             let (cache, extra) = (&self.margin_cache[i], self.extra_margin[i]);
             let floor = crate::remargin::floor(&pos, cache, extra, liquidator, beside);
             crate::remargin::sync(self.shards, self.market, account, &pos, floor);
-            self.filled.push(account);
+            self.filled.note(account, currency);
         }
         self.ledger.post_trade_cost(currency, value, -value);
         for (account, realised) in [(buyer, realised_buyer), (seller, realised_seller)] {

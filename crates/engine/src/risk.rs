@@ -137,7 +137,7 @@ impl Engine {
         rest.len()
     }
 
-    fn ends_segment(&self, command: &Command) -> bool {
+    pub(crate) fn ends_segment(&self, command: &Command) -> bool {
         match command {
             Command::Mark { .. }
             | Command::Index { .. }

@@ -16,7 +16,8 @@ use amdahl_engine::EngineConfig;
 use amdahl_engine::testkit::{Harness, limit};
 use amdahl_ledger::Entry;
 use amdahl_types::{
-    AccountId, CancelReason, Command, Currency, Event, Leverage, MarketId, Price, Side,
+    AccountId, CancelReason, Command, Currency, Event, Leverage, MarketId, NewOrder, Price,
+    RejectReason, Side, TimeInForce,
 };
 
 const XBT: Currency = Currency::XBt;
@@ -264,4 +265,75 @@ fn cross_position_beside_an_isolated_one_is_liquidated_by_the_full_account_check
     // The isolated position stands on its own margin.
     assert_eq!(h.engine.position(victim, eth).qty, 100);
     h.engine.audit_full().unwrap();
+}
+
+/// Account 1, cross at 100x with 12,000 XBt, and the IOC that buys it 100 XBTUSD at
+/// 10000.0 from account 0's offer: cost −1,000,000, taker fee 750, wallet 11,250; posMaint
+/// = ⌈0.5% × 1,000,000⌉ + posComm ⌈1,010,000 × 0.00075⌉ = 5,000 + 758 = 5,758. (R
+/// reserves 10,000 + 2 × 750 = 11,500 of the 12,000 for it.)
+fn cross_buyer() -> (Harness, NewOrder) {
+    let mut h = Harness::new(&EngineConfig::reference(4));
+    h.deposit(0, XBT, ONE_XBT);
+    h.deposit(1, XBT, 12_000);
+    h.run(Command::Place(limit(0, 0, Side::Sell, 100, 20_000)));
+    let ioc = TimeInForce::ImmediateOrCancel;
+    (h, NewOrder { time_in_force: ioc, ..limit(1, 0, Side::Buy, 100, 20_000) })
+}
+
+/// A mark tick reads the cross sums of the fills before it in its segment. Mark 9900.0
+/// (19,800 ticks): unit round(−1e8 / 9900) = −10,101, the long is worth −1,010,100, so
+/// its margin balance is 11,250 − 10,100 = 1,150 < 5,758 and the tick puts it in
+/// liquidation. (Had the tick read the account's cross sum from before the fill, it would
+/// have seen only the mark's move, 1,150 ≥ 0, and missed it.) The account's next order in
+/// the group is refused `InLiquidation`.
+#[test]
+fn a_mark_tick_sees_the_fills_earlier_in_its_segment() {
+    let (mut h, buy) = cross_buyer();
+    let bid = limit(1, 0, Side::Buy, 100, 19_600);
+    let ev = h.run_group(&[
+        Command::Place(buy),
+        Command::Mark { market: MarketId(0), price: Price(19_800) },
+        Command::Place(bid),
+    ]);
+    let refused = ev.iter().find_map(|e| match e {
+        Event::Rejected { reason, .. } => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(refused, Some(RejectReason::InLiquidation), "{ev:?}");
+    assert_eq!(liquidated(&ev).map(|l| l.0), Some(100), "{ev:?}");
+    h.engine.audit_full().unwrap();
+}
+
+/// Fills are checked for maintenance when their group ends (the liquidations found go out
+/// then): an account a fill leaves under maintenance is found; one a deposit later in the
+/// same group brings back is not.
+#[test]
+fn fills_are_checked_for_maintenance_when_their_group_ends() {
+    // The mark is 9850.0 (19,700 ticks) when account 1 buys at 10000.0: unit round(−1e8 /
+    // 9850) = −10,152, so the long is worth −1,015,200 (unrealised −15,200) and its margin
+    // balance is 11,250 − 15,200 = −3,950 < 5,758.
+    let (mut h, buy) = cross_buyer();
+    h.mark(0, 19_700);
+    let before = h.seq;
+    let ev = h.run(Command::Place(buy));
+    assert_eq!(fills(&ev), 1, "{ev:?}");
+    assert_eq!(liquidated(&ev).map(|l| l.0), Some(100), "found at the group's end: {ev:?}");
+    assert_eq!(h.seq, before + 2, "the buy, then the Liquidate fed back");
+
+    // The same buy with a deposit of 10,000 behind it in its group: the group ends with a
+    // margin balance of 21,250 − 15,200 = 6,050 ≥ 5,758, nothing to liquidate.
+    let (mut h, buy) = cross_buyer();
+    h.mark(0, 19_700);
+    let deposit = Command::Deposit { account: AccountId(1), currency: XBT, amount: 10_000 };
+    let before = h.seq;
+    let ev = h.run_group(&[Command::Place(buy), deposit]);
+    assert_eq!(fills(&ev), 1, "{ev:?}");
+    assert_eq!(liquidated(&ev), None, "not found: {ev:?}");
+    assert_eq!(h.seq, before + 2, "no Liquidate was fed back");
+    assert_eq!(h.engine.position(AccountId(1), MarketId(0)).qty, 100);
+    h.engine.audit_full().unwrap();
+}
+
+fn fills(events: &[Event]) -> usize {
+    events.iter().filter(|e| matches!(e, Event::Fill { .. })).count()
 }

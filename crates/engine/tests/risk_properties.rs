@@ -21,8 +21,10 @@
 //!    shards regenerates exactly the same `Liquidate` commands at the same places (they are
 //!    not copied), and gives identical events and `state_hash()` (6a); replayed with other
 //!    cuts it does the same, or first differs where the cuts decide: a margin decision,
-//!    which stage R makes against the state its segment began from, or where a fired order
-//!    executes, which is when its segment ends (6b).
+//!    which stage R makes against the state its segment began from; where a fired order
+//!    executes, which is when its segment ends; or which accounts fills leave in
+//!    liquidation (the liquidations found, and the orders refused `InLiquidation`), since
+//!    fills are checked for maintenance when their group ends (6b).
 //! 7. A taker never realises a loss its wallet cannot pay: it trades no further than its
 //!    position's bankruptcy price, so the insurance fund covers only makers, gaps and the
 //!    liquidation engine (every command).
@@ -639,7 +641,9 @@ fn cut_dependent(e: &Event) -> bool {
     matches!(
         e,
         Event::Rejected {
-            reason: RejectReason::InsufficientAvailableBalance | RejectReason::RiskLimitExceeded,
+            reason: RejectReason::InsufficientAvailableBalance
+                | RejectReason::RiskLimitExceeded
+                | RejectReason::InLiquidation,
             ..
         } | Event::OrderCanceled { reason: CancelReason::InsufficientBalance, .. }
             | Event::OrderTriggered { .. }
@@ -648,8 +652,16 @@ fn cut_dependent(e: &Event) -> bool {
 
 /// Property 6: replay the user commands of `run` cut into groups of `cuts` commands on an
 /// engine of `shards` account shards, taking the liquidations at the first pass's feed
-/// points and checking they are regenerated exactly.
-fn replay(run: &Outcome, cuts: &[usize], fund: u8, shards: u32) -> Result<(), Replayed> {
+/// points and checking they are regenerated exactly. With `other_cuts`, a difference in
+/// the liquidations found counts as one the cuts decide: fills are checked for
+/// maintenance at the end of their group.
+fn replay(
+    run: &Outcome,
+    cuts: &[usize],
+    fund: u8,
+    shards: u32,
+    other_cuts: bool,
+) -> Result<(), Replayed> {
     let mut engine = Engine::with_shards(&config(fund), shards);
     let mut events = Vec::new();
     let mut feeds = run.feeds.iter().peekable();
@@ -666,6 +678,11 @@ fn replay(run: &Outcome, cuts: &[usize], fund: u8, shards: u32) -> Result<(), Re
             msg: format!("property 6 ({shards} shards): {msg}\n{}", dump(&run.stream)),
         })
     };
+    // The liquidations found differ before any event does.
+    let found_otherwise = |msg: String, events: &[Event]| match err(msg, events) {
+        Err(Replayed { refused, msg }) => Err(Replayed { refused: refused || other_cuts, msg }),
+        ok => ok,
+    };
     for &len in cuts {
         let group = &run.stream[at..at + len];
         engine.begin_group(group);
@@ -676,14 +693,14 @@ fn replay(run: &Outcome, cuts: &[usize], fund: u8, shards: u32) -> Result<(), Re
                 }
                 if !regen.is_empty() {
                     let msg = format!("liquidations {regen:?} were not fed at seq {}", i + 1);
-                    return err(msg, &events);
+                    return found_otherwise(msg, &events);
                 }
                 let mut now = Vec::new();
                 engine.take_liquidations(&mut now);
                 if &now != taken {
                     let msg =
                         format!("at seq {}: regenerated {now:?}, first pass {taken:?}", i + 1);
-                    return err(msg, &events);
+                    return found_otherwise(msg, &events);
                 }
                 regen.extend(now);
                 feeds.next();
@@ -692,12 +709,14 @@ fn replay(run: &Outcome, cuts: &[usize], fund: u8, shards: u32) -> Result<(), Re
                 Command::Liquidate { .. } => match regen.pop_front() {
                     Some(c) => c,
                     None => {
-                        return err(format!("seq {}: Liquidate not regenerated", i + 1), &events);
+                        let msg = format!("seq {}: Liquidate not regenerated", i + 1);
+                        return found_otherwise(msg, &events);
                     }
                 },
                 c => {
                     if !regen.is_empty() {
-                        return err(format!("seq {}: {regen:?} not fed", i + 1), &events);
+                        let msg = format!("seq {}: {regen:?} not fed", i + 1);
+                        return found_otherwise(msg, &events);
                     }
                     c
                 }
@@ -726,6 +745,12 @@ fn replay(run: &Outcome, cuts: &[usize], fund: u8, shards: u32) -> Result<(), Re
         );
         return err(msg, &events);
     }
+    // The first pass ran until no liquidation was left to feed.
+    let mut left = Vec::new();
+    engine.take_liquidations(&mut left);
+    if !left.is_empty() {
+        return found_otherwise(format!("liquidations {left:?} left at the end"), &events);
+    }
     if engine.state_hash() != run.hash {
         return err("final state hashes differ".into(), &events);
     }
@@ -744,13 +769,14 @@ fn check(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], fund: u8) -> Result<Stats, St
     // 6a. The same cuts on other account-shard counts: stage R's shards, merged by
     // sequence number, decide exactly what one shard does.
     for shards in [2, 5] {
-        replay(&run, &run.cuts, fund, shards).map_err(|r| r.msg)?;
+        replay(&run, &run.cuts, fund, shards, false).map_err(|r| r.msg)?;
     }
     // 6b. Other cuts: identical, or the first difference is one the cuts decide (stage R
-    // decides against the state its segment began from, and a fired order executes when
-    // its segment ends; everything before the first one was decided alike).
+    // decides against the state its segment began from, a fired order executes when its
+    // segment ends, and fills are checked for maintenance when their group ends;
+    // everything before the first one was decided alike).
     let other = cut_lengths(cuts_b, run.stream.len());
-    match replay(&run, &other, fund, 1) {
+    match replay(&run, &other, fund, 1, true) {
         Ok(()) => run.stats.other_cuts_equal += 1,
         Err(r) if r.refused => run.stats.other_cuts_at_margin += 1,
         Err(r) => return Err(r.msg),
