@@ -495,6 +495,9 @@ impl Engine {
 
     /// The segment R must decide before M applies the group's next command: `Some` once
     /// M has applied all of the current one and commands remain.
+    // On every command's path. LTO stopped inlining it (and `accept`) as `apply` grew;
+    // inlined, the default bench runs 30 fewer instructions per command (callgrind).
+    #[inline(always)]
     pub(crate) fn next_segment(&mut self) -> Option<Range<usize>> {
         let from = self.group_applied as usize;
         if !self.group_begun
@@ -1091,6 +1094,7 @@ impl Engine {
 
     /// Give an order that passed its checks an id and a record, and announce it. Returns
     /// its slot; the caller then indexes its trigger or executes it.
+    #[inline(always)] // see `next_segment`
     pub(crate) fn accept<S: EventSink>(&mut self, seq: Seq, o: &NewOrder, sink: &mut S) -> u32 {
         let market = &mut self.markets[o.market.0 as usize];
         let id = OrderId::new(o.market, market.next_order);
