@@ -1324,7 +1324,7 @@ impl Engine {
     /// to date. Matching reads neither: they are read by what comes after a segment
     /// (stage R, fired orders' decisions, mark ticks and the other commands that end one,
     /// the audit), so they are refreshed once per account there, not once per fill.
-    pub(crate) fn refresh_filled(&mut self) {
+    fn refresh_filled(&mut self) {
         while let Some((account, currency)) = self.filled.refresh.pop() {
             self.filled.refreshing[Filled::at(account, currency)] = false;
             self.refresh_cross(account, currency);
