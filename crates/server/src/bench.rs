@@ -650,6 +650,7 @@ pub fn run(args: &BenchArgs) -> Report {
     let generate_start = Instant::now();
     let workload = generate(&config);
     let generate_seconds = generate_start.elapsed().as_secs_f64();
+    let max_orders: Vec<u32> = workload.engine.markets.iter().map(|m| m.max_orders).collect();
     let workload_json = json!({
         "seed": config.seed,
         "markets": config.markets,
@@ -661,7 +662,7 @@ pub fn run(args: &BenchArgs) -> Report {
         "group_size": config.group_size,
         "audit_cycle": config.audit_cycle,
         "setup_commands": workload.setup.len(),
-        "max_orders_per_market": workload.engine.markets[0].max_orders,
+        "max_orders_per_market": max_orders,
         "generate_seconds": generate_seconds,
     });
     let mut runs: Vec<RunReport> = Vec::new();

@@ -201,20 +201,18 @@ impl WorkloadConfig {
         self.accounts as u64 * currencies
     }
 
-    /// The engine configuration this workload runs against. Capacities: each market holds
-    /// every order the mix could still have working there if none ever filled or was
-    /// cancelled by id (limits and stops, bounded by the per-account caps), so a run never
-    /// meets `CapacityExhausted`. The bound is per market, though markets are picked
-    /// uniformly, because no smaller one is certain.
-    pub fn engine_config(&self) -> EngineConfig {
-        let placed = self.commands.saturating_mul(mix::LIMIT + mix::STOP) / 1000 + 4096;
+    /// The engine configuration this workload runs against. Capacities: market `m` holds
+    /// every order `lasting[m]` counts (the generated stream's orders there that could
+    /// still be working if none ever filled or was cancelled by id), or as many as the
+    /// per-account caps allow, whichever is less, plus room for liquidation orders and
+    /// the order being executed — so a run never meets `CapacityExhausted`.
+    fn engine_config(&self, lasting: &[u64]) -> EngineConfig {
         let per_account = self.accounts as u64 * OPEN_ORDER_CAP as u64;
-        let max_orders = placed.min(per_account).clamp(1 << 12, 1 << 24) as u32;
         let markets = (0..self.markets)
             .map(|i| MarketConfig {
                 instrument: self.instrument(i),
                 mark: OPENING_MARK,
-                max_orders,
+                max_orders: (lasting[i as usize].min(per_account) + 4096).min(1 << 24) as u32,
                 lifecycle: Default::default(),
             })
             .collect();
@@ -659,7 +657,22 @@ pub fn generate(config: &WorkloadConfig) -> Generated {
     let setup: Vec<Sequenced> = w.by_ref().take(config.setup_len() as usize).collect();
     let mut commands = Vec::with_capacity(config.commands as usize);
     commands.extend(w);
-    Generated { engine: config.engine_config(), setup, commands }
+    // The setup's seeded orders never outlast their pair's IOC; the mix's limit and stop
+    // orders may.
+    let mut lasting = vec![0u64; config.markets as usize];
+    for c in &commands {
+        if let Command::Place(o) = c.command {
+            let immediate = o.ord_type == OrdType::Market
+                || matches!(
+                    o.time_in_force,
+                    TimeInForce::ImmediateOrCancel | TimeInForce::FillOrKill
+                );
+            if o.ord_type.is_conditional() || !immediate {
+                lasting[o.market.0 as usize] += 1;
+            }
+        }
+    }
+    Generated { engine: config.engine_config(&lasting), setup, commands }
 }
 
 /// Apply `commands` to the engine, closing a group every `group_size` commands and after
