@@ -137,6 +137,8 @@ pub struct Engine {
     /// Accounts whose positions fills changed: their cross sums are refreshed when the
     /// segment ends, their maintenance is checked when the group ends (`Filled`).
     filled: Filled,
+    /// The money of the fills of the taker being matched, in fill order.
+    fill_money: Vec<FillMoney>,
     /// The liquidation engine's account: one past the last user account. Its positions
     /// belong to the insurance fund; it pays no fees and no margin.
     pub(crate) liquidator: AccountId,
@@ -261,6 +263,11 @@ impl Engine {
             order_cursor: 0,
             touched: Vec::with_capacity(1 << 16),
             filled: Filled::new(rows),
+            // As many fills as the largest book has makers (an iceberg refilled within one
+            // take can exceed it once; the list then keeps its larger capacity).
+            fill_money: Vec::with_capacity(
+                config.markets.iter().map(|m| m.max_orders as usize).max().unwrap_or(0) + 1,
+            ),
             liquidator: AccountId(config.accounts),
             shards: (0..shards).map(|s| AccountShard::new(n_markets, rows, shards, s)).collect(),
             fan_out: std::sync::Mutex::new(None),
@@ -1280,9 +1287,8 @@ impl Engine {
             orders,
             positions,
             accounts,
-            ledger,
+            fill_money,
             touched,
-            halt,
             shards,
             market_cost,
             margin_cache,
@@ -1299,7 +1305,7 @@ impl Engine {
             orders,
             positions,
             accounts,
-            ledger: edit(ledger),
+            money: fill_money,
             touched,
             shards,
             market_cost: &mut market_cost[m],
@@ -1310,14 +1316,66 @@ impl Engine {
             n_markets,
             taker: r,
             taker_left: r.leaves,
-            failure: None,
         };
         let left = books[m].take(taker, |mt| ctx.on_match(mt, sink));
-        if let Some(error) = ctx.failure {
-            *halt = Some(HaltEvidence { seq, error, groups: 0 });
-            sink.emit(Event::Halted { seq, currency: market.inst.settle, discrepancy: 0 });
-        }
+        self.settle_fills(seq, sink);
         left
+    }
+
+    /// Move the money of the fills just matched, in fill order: each fill's cost totals,
+    /// both sides' realised PnL (the insurance fund covering a wallet it empties, topped
+    /// up from the fee account when it must be), then the taker's and the maker's fees.
+    /// Matching moved none of it, so this is the one place a fill touches money.
+    fn settle_fills<S: EventSink>(&mut self, seq: Seq, sink: &mut S) {
+        let mut failure = None;
+        for k in 0..self.fill_money.len() {
+            let f = self.fill_money[k];
+            let currency = self.markets[f.market.0 as usize].inst.settle;
+            let ledger = edit(&mut self.ledger);
+            ledger.post_trade_cost(currency, f.value, -f.value);
+            for (account, amount) in f.realised {
+                if amount == 0 {
+                    continue;
+                }
+                if account == self.liquidator {
+                    // The liquidation engine's PnL is the insurance fund's.
+                    if let Err(e) = ledger.realise_insurance(currency, amount) {
+                        failure = Some((currency, crate::audit::AuditError::Settlement(e)));
+                    }
+                } else {
+                    let topped = ledger.top_up_for(account, currency, amount);
+                    if topped > 0 {
+                        sink.emit(Event::FundTopUp { seq, currency, amount: topped });
+                    }
+                    match ledger.realise(account, currency, amount) {
+                        Ok(0) => {}
+                        Ok(covered) => sink.emit(Event::InsuranceCovered {
+                            seq,
+                            account,
+                            currency,
+                            amount: covered,
+                        }),
+                        Err(e) => {
+                            failure = Some((currency, crate::audit::AuditError::Settlement(e)))
+                        }
+                    }
+                }
+                sink.emit(Event::Realised { seq, account, market: f.market, amount });
+            }
+            // The taker pays first, so the fee account can always fund the maker's rebate
+            // (config guarantees taker fee ≥ |maker fee|) unless the taker fell short.
+            for (account, fee) in f.fees {
+                let short = charge(ledger, account, currency, fee);
+                if short != 0 {
+                    sink.emit(Event::FeeShortfall { seq, account, currency, amount: short });
+                }
+            }
+        }
+        self.fill_money.clear();
+        if let Some((currency, error)) = failure {
+            self.halt = Some(HaltEvidence { seq, error, groups: 0 });
+            sink.emit(Event::Halted { seq, currency, discrepancy: 0 });
+        }
     }
 
     /// Bring the cross sums (and isolated counts) of every account that fills changed up
@@ -1915,6 +1973,37 @@ impl Engine {
     }
 }
 
+/// Move a fee between the account and the fee account; returns the part that could not
+/// move (`FeeShortfall`). A wallet emptied by a bankrupt close pays what is left (the
+/// insurance fund already covered the loss), so no balance goes negative.
+fn charge(ledger: &mut Ledger, account: AccountId, currency: Currency, fee: Money) -> Money {
+    if fee == 0 {
+        return 0;
+    }
+    let (from, to, want) = if fee >= 0 {
+        (Entry::Wallet(account), Entry::Fees, fee)
+    } else {
+        (Entry::Fees, Entry::Wallet(account), -fee)
+    };
+    let amount = want.min(ledger.balance(from, currency));
+    if amount > 0 {
+        ledger.transfer(currency, from, to, amount).expect("amount is within the balance");
+    }
+    if fee >= 0 { want - amount } else { amount - want }
+}
+
+/// What one fill moves in money, recorded by matching and moved by `settle_fills`.
+#[derive(Clone, Copy)]
+struct FillMoney {
+    market: MarketId,
+    /// The buyer's cost change (the seller's is −value).
+    value: Money,
+    /// Buyer's and seller's realised PnL.
+    realised: [(AccountId, Money); 2],
+    /// The taker's and the maker's nominal fees (the `Fill` event's).
+    fees: [(AccountId, Money); 2],
+}
+
 /// The (account, currency) pairs fills changed, each listed once until taken: `refresh`
 /// until the cross sums are refreshed (a segment's end), `check` until maintenance is
 /// checked (the group's end).
@@ -1962,7 +2051,7 @@ struct Settlement<'a> {
     orders: &'a mut Orders,
     positions: &'a mut [Position],
     accounts: &'a mut [AccountMarket],
-    ledger: &'a mut Ledger,
+    money: &'a mut Vec<FillMoney>,
     touched: &'a mut Vec<AccountId>,
     shards: &'a mut [AccountShard],
     market_cost: &'a mut i128,
@@ -1973,7 +2062,6 @@ struct Settlement<'a> {
     n_markets: usize,
     taker: OrderRecord,
     taker_left: Qty,
-    failure: Option<crate::audit::AuditError>,
 }
 
 impl Settlement<'_> {
@@ -2063,37 +2151,19 @@ impl Settlement<'_> {
             crate::remargin::sync(self.shards, self.market, account, &pos, floor);
             self.filled.note(account, currency);
         }
-        self.ledger.post_trade_cost(currency, value, -value);
-        for (account, realised) in [(buyer, realised_buyer), (seller, realised_seller)] {
-            if realised != 0 && account == self.liquidator {
-                // The liquidation engine's PnL is the insurance fund's.
-                if let Err(e) = self.ledger.realise_insurance(currency, realised) {
-                    self.failure = Some(crate::audit::AuditError::Settlement(e));
-                }
-                let (seq, market) = (self.seq, self.market);
-                sink.emit(Event::Realised { seq, account, market, amount: realised });
-            } else if realised != 0 {
-                let (seq, market) = (self.seq, self.market);
-                let topped = self.ledger.top_up_for(account, currency, realised);
-                if topped > 0 {
-                    sink.emit(Event::FundTopUp { seq, currency, amount: topped });
-                }
-                match self.ledger.realise(account, currency, realised) {
-                    Ok(0) => {}
-                    Ok(amount) => {
-                        sink.emit(Event::InsuranceCovered { seq, account, currency, amount })
-                    }
-                    Err(e) => self.failure = Some(crate::audit::AuditError::Settlement(e)),
-                }
-                sink.emit(Event::Realised { seq, account, market, amount: realised });
-            }
-        }
-        // Fees: the taker pays first, so the fee account can always fund the maker's
-        // rebate (config guarantees taker fee ≥ |maker fee|).
-        let taker_fee = self.nominal_fee(self.taker.account, inst.fee(value, inst.taker_fee));
-        let maker_fee = self.nominal_fee(maker_account, inst.fee(value, inst.maker_fee));
-        let taker_short = self.charge(self.taker.account, taker_fee);
-        let maker_short = self.charge(maker_account, maker_fee);
+        // The money moves when the taker's fills are done (`Engine::settle_fills`).
+        let fee = |account: AccountId, rate| {
+            // Liquidation orders trade without fees (the fund would only pay itself).
+            if account == self.liquidator { 0 } else { inst.fee(value, rate) }
+        };
+        let taker_fee = fee(self.taker.account, inst.taker_fee);
+        let maker_fee = fee(maker_account, inst.maker_fee);
+        self.money.push(FillMoney {
+            market: self.market,
+            value,
+            realised: [(buyer, realised_buyer), (seller, realised_seller)],
+            fees: [(self.taker.account, taker_fee), (maker_account, maker_fee)],
+        });
         // The maker's record.
         let slot = self.orders.slot_of(maker).expect("resting orders have records");
         let r = *self.orders.get(slot);
@@ -2141,36 +2211,5 @@ impl Settlement<'_> {
             maker_leaves,
             taker_leaves: self.taker_left,
         });
-        for (account, amount) in [(self.taker.account, taker_short), (maker_account, maker_short)] {
-            if amount != 0 {
-                sink.emit(Event::FeeShortfall { seq: self.seq, account, currency, amount });
-            }
-        }
-    }
-
-    /// The fee a fill charges `account` at its rate: the `Fill` event's, known from the
-    /// market alone. Liquidation orders trade without fees (the fund would only pay itself).
-    fn nominal_fee(&self, account: AccountId, fee: Money) -> Money {
-        if account == self.liquidator { 0 } else { fee }
-    }
-
-    /// Move a fee between the account and the fee account; returns the part that could
-    /// not move (`FeeShortfall`). A wallet emptied by a bankrupt close pays what is left
-    /// (the insurance fund already covered the loss), so no balance goes negative.
-    fn charge(&mut self, account: AccountId, fee: Money) -> Money {
-        if fee == 0 {
-            return 0;
-        }
-        let c = self.inst.settle;
-        let (from, to, want) = if fee >= 0 {
-            (Entry::Wallet(account), Entry::Fees, fee)
-        } else {
-            (Entry::Fees, Entry::Wallet(account), -fee)
-        };
-        let amount = want.min(self.ledger.balance(from, c));
-        if amount > 0 {
-            self.ledger.transfer(c, from, to, amount).expect("amount is within the balance");
-        }
-        if fee >= 0 { want - amount } else { amount - want }
     }
 }

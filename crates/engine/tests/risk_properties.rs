@@ -575,19 +575,32 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
             }
             // Property 7: a taker never realises a loss its wallet cannot pay (it trades no
             // further than its position's bankruptcy price): the fund covers only makers,
-            // gaps and the liquidation engine. A fill's events are its Realised (with any
-            // InsuranceCovered) and then the Fill itself.
-            let mut covered: Vec<AccountId> = Vec::new();
+            // gaps and the liquidation engine. A taker's events are its Fills, then their
+            // money (Realised, InsuranceCovered, FundTopUp, FeeShortfall).
+            let mut takers: Vec<AccountId> = Vec::new();
+            let mut settling = false;
             for e in &evs {
                 match *e {
-                    Event::InsuranceCovered { account, .. } => covered.push(account),
                     Event::Fill { taker_account, .. } => {
-                        if taker_account.0 < ACCOUNTS && covered.contains(&taker_account) {
-                            let msg =
-                                format!("property 7: the fund covered taker {taker_account:?}");
+                        if settling {
+                            takers.clear();
+                            settling = false;
+                        }
+                        takers.push(taker_account);
+                    }
+                    Event::InsuranceCovered { account, .. } => {
+                        settling = true;
+                        if account.0 < ACCOUNTS && takers.contains(&account) {
+                            let msg = format!("property 7: the fund covered taker {account:?}");
                             return fail(msg, &out);
                         }
-                        covered.clear();
+                    }
+                    Event::Realised { .. }
+                    | Event::FundTopUp { .. }
+                    | Event::FeeShortfall { .. } => settling = true,
+                    Event::OrderAccepted { .. } | Event::OrderTriggered { .. } => {
+                        takers.clear();
+                        settling = false;
                     }
                     _ => {}
                 }

@@ -687,6 +687,42 @@ fn a_full_market_refuses_new_orders_until_one_stops_working() {
     h.engine.audit_full().unwrap();
 }
 
+/// Matching moves no money: a taker's fills come first, then their money, fill by fill in
+/// the order they matched (what a settle stage apart from the matchers would do).
+#[test]
+fn a_takers_money_moves_after_its_fills_in_fill_order() {
+    let mut h = harness();
+    // Account 1 buys 200 XBTUSD at 10000.0: cost 200 × round(−1e8 / 10000) = −2,000,000,
+    // taker fee 0.075% × 2,000,000 = 1,500.
+    h.run(Command::Place(limit(0, 0, Side::Sell, 200, px(10000.0))));
+    h.run(Command::Place(limit(1, 0, Side::Buy, 200, px(10000.0))));
+    // Bids of 100 at 9990.0 (account 2) and 100 at 9980.0 (account 3).
+    h.run(Command::Place(limit(2, 0, Side::Buy, 100, px(9990.0))));
+    h.run(Command::Place(limit(3, 0, Side::Buy, 100, px(9980.0))));
+    let ev = h.run(Command::Place(market(1, 0, Side::Sell, 200)));
+    // Each fill takes half the cost, −1,000,000. At 9990.0 the 100 are worth
+    // 100 × round(−1e8 / 9990 = −10010.01) = −1,001,000: realised −1,000 (the long's loss
+    // is 100 × (10000 − 10010)). At 9980.0: 100 × round(−10020.04) = −1,002,000: −2,000.
+    let kinds: Vec<String> = ev
+        .iter()
+        .map(|e| match e {
+            Event::Fill { maker_account, .. } => format!("Fill/{}", maker_account.0),
+            Event::Realised { account, amount, .. } => format!("Realised/{}/{amount}", account.0),
+            other => format!("{other:?}").split_whitespace().next().unwrap_or("").to_string(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["OrderAccepted", "Fill/2", "Fill/3", "Realised/1/-1000", "Realised/1/-2000"],
+        "{ev:?}"
+    );
+    // Its fees: 0.075% of 1,001,000 = 750.75 → 750 and of 1,002,000 = 751.5 → 751.
+    let f = fills(&ev);
+    assert_eq!((f[0].6, f[1].6), (750, 751), "{ev:?}");
+    assert_eq!(wallet(&h, 1, XBT), ONE_XBT - 1_500 - 1_000 - 2_000 - 750 - 751);
+    h.engine.audit_full().unwrap();
+}
+
 #[test]
 fn maintenance_and_position_margin_follow_bitmex_fields() {
     let mut h = harness();
