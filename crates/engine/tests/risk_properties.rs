@@ -43,7 +43,7 @@ use common::{cut_lengths, group_sizes};
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
-use amdahl_engine::testkit::{Harness, limit};
+use amdahl_engine::testkit::{Harness, limit, market};
 use amdahl_engine::{Engine, EngineConfig, Lifecycle};
 use amdahl_ledger::Entry;
 use amdahl_risk::Position;
@@ -92,6 +92,20 @@ enum Op {
         buy: bool,
         lots: u8,
     },
+    /// A Market order closing the account's whole position in the market (if it is flat:
+    /// a cancel-all there instead).
+    Close {
+        a: u8,
+        m: u8,
+    },
+    /// Account 0, the liquidity, rests a limit order `pct`% from the mark on the passive
+    /// side: deep in the book, where a close can walk past its bankruptcy price.
+    Deep {
+        m: u8,
+        buy: bool,
+        pct: u8,
+        lots: u8,
+    },
     /// Leverage from the table `LEVERAGES` (index 7: cross).
     Leverage {
         a: u8,
@@ -127,8 +141,11 @@ fn op() -> impl Strategy<Value = Op> {
         14 => (mkt.clone(), bp).prop_map(|(m, bp)| Op::Mark { m, bp }),
         24 => (acct.clone(), mkt.clone(), any::<bool>(), -10i8..=10, lots.clone(), any::<bool>())
             .prop_map(|(a, m, buy, k, lots, ioc)| Op::Limit { a, m, buy, k, lots, ioc }),
-        8 => (acct.clone(), mkt.clone(), any::<bool>(), lots)
+        8 => (acct.clone(), mkt.clone(), any::<bool>(), lots.clone())
             .prop_map(|(a, m, buy, lots)| Op::Market { a, m, buy, lots }),
+        5 => (acct.clone(), mkt.clone()).prop_map(|(a, m)| Op::Close { a, m }),
+        5 => (mkt.clone(), any::<bool>(), 2u8..=9, lots)
+            .prop_map(|(m, buy, pct, lots)| Op::Deep { m, buy, pct, lots }),
         6 => (acct.clone(), mkt.clone(), 0u8..8).prop_map(|(a, m, lev)| Op::Leverage { a, m, lev }),
         4 => any::<u16>().prop_map(|pick| Op::Cancel { pick }),
         1 => (acct.clone(), mkt.clone()).prop_map(|(a, m)| Op::CancelAll { a, m }),
@@ -237,6 +254,26 @@ fn materialize(op: Op, engine: &Engine, seen: &[(OrderId, AccountId)]) -> Comman
                 display_qty: None,
                 client_tag: 0,
             })
+        }
+        Op::Close { a, m } => {
+            let (account, mid) = (AccountId(a as u32), MarketId(m as u16));
+            let qty = engine.position(account, mid).qty;
+            if qty == 0 {
+                return Command::CancelAll { account, market: Some(mid) };
+            }
+            Command::Place(NewOrder {
+                side: if qty > 0 { Side::Sell } else { Side::Buy },
+                time_in_force: TimeInForce::ImmediateOrCancel,
+                ..market(a as u32, m as u16, Side::Buy, qty.abs())
+            })
+        }
+        Op::Deep { m, buy, pct, lots } => {
+            let mid = MarketId(m as u16);
+            let mark = engine.mark(mid).0;
+            let away = (mark * pct as i64 / 100).max(1);
+            let price = if buy { mark - away } else { mark + away };
+            let qty = order_qty(engine, mid, lots);
+            Command::Place(limit(0, m as u16, side(buy), qty.0, price.max(1)))
         }
         Op::Leverage { a, m, lev } => Command::SetLeverage {
             account: AccountId(a as u32),
