@@ -371,13 +371,11 @@ impl Engine {
         let currency = self.markets[m].inst.settle;
         let value = self.markets[m].inst.value(qty, price);
         let (i, li) = (self.pm(account, market), self.pm(self.liquidator, market));
-        let (before, liq_before) = (self.positions[i].qty, self.positions[li].qty);
         let cost_before = self.positions[i].cost as i128 + self.positions[li].cost as i128;
         let realised = self.positions[i].apply_fill(account_side, qty, value);
         let liq_realised = self.positions[li].apply_fill(account_side.opposite(), qty, value);
         self.market_cost[m] +=
             self.positions[i].cost as i128 + self.positions[li].cost as i128 - cost_before;
-        let _ = (before, liq_before);
         self.sync_position(account, market);
         self.sync_position(self.liquidator, market);
         crate::engine::edit(&mut self.ledger).post_trade_cost(currency, value, -value);
