@@ -1327,55 +1327,62 @@ impl Engine {
     /// up from the fee account when it must be), then the taker's and the maker's fees.
     /// Matching moved none of it, so this is the one place a fill touches money.
     fn settle_fills<S: EventSink>(&mut self, seq: Seq, sink: &mut S) {
-        let mut failure = None;
         for k in 0..self.fill_money.len() {
             let f = self.fill_money[k];
             let currency = self.markets[f.market.0 as usize].inst.settle;
-            let ledger = edit(&mut self.ledger);
-            ledger.post_trade_cost(currency, f.value, -f.value);
+            edit(&mut self.ledger).post_trade_cost(currency, f.value, -f.value);
             for (account, amount) in f.realised {
                 if amount == 0 {
                     continue;
                 }
                 if account == self.liquidator {
                     // The liquidation engine's PnL is the insurance fund's.
-                    if let Err(e) = ledger.realise_insurance(currency, amount) {
-                        failure = Some((currency, crate::audit::AuditError::Settlement(e)));
+                    if let Err(e) = edit(&mut self.ledger).realise_insurance(currency, amount) {
+                        let error = crate::audit::AuditError::Settlement(e);
+                        self.halt_on(seq, currency, error, sink);
                     }
+                    sink.emit(Event::Realised { seq, account, market: f.market, amount });
                 } else {
-                    let topped = ledger.top_up_for(account, currency, amount);
-                    if topped > 0 {
-                        sink.emit(Event::FundTopUp { seq, currency, amount: topped });
-                    }
-                    match ledger.realise(account, currency, amount) {
-                        Ok(0) => {}
-                        Ok(covered) => sink.emit(Event::InsuranceCovered {
-                            seq,
-                            account,
-                            currency,
-                            amount: covered,
-                        }),
-                        Err(e) => {
-                            failure = Some((currency, crate::audit::AuditError::Settlement(e)))
-                        }
-                    }
+                    self.realise_to_wallet(seq, account, f.market, amount, sink);
                 }
-                sink.emit(Event::Realised { seq, account, market: f.market, amount });
             }
             // The taker pays first, so the fee account can always fund the maker's rebate
             // (config guarantees taker fee ≥ |maker fee|) unless the taker fell short.
             for (account, fee) in f.fees {
-                let short = charge(ledger, account, currency, fee);
+                let short = charge(edit(&mut self.ledger), account, currency, fee);
                 if short != 0 {
                     sink.emit(Event::FeeShortfall { seq, account, currency, amount: short });
                 }
             }
         }
         self.fill_money.clear();
-        if let Some((currency, error)) = failure {
-            self.halt = Some(HaltEvidence { seq, error, groups: 0 });
-            sink.emit(Event::Halted { seq, currency, discrepancy: 0 });
+    }
+
+    /// Realise `amount` (≠ 0) into a user account's wallet: the insurance fund covers what
+    /// an emptied wallet cannot pay, topped up from the fee account when it must be (an
+    /// empty fund halts the engine).
+    pub(crate) fn realise_to_wallet<S: EventSink>(
+        &mut self,
+        seq: Seq,
+        account: AccountId,
+        market: MarketId,
+        amount: Money,
+        sink: &mut S,
+    ) {
+        let currency = self.markets[market.0 as usize].inst.settle;
+        let ledger = edit(&mut self.ledger);
+        let topped = ledger.top_up_for(account, currency, amount);
+        if topped > 0 {
+            sink.emit(Event::FundTopUp { seq, currency, amount: topped });
         }
+        match ledger.realise(account, currency, amount) {
+            Ok(0) => {}
+            Ok(covered) => {
+                sink.emit(Event::InsuranceCovered { seq, account, currency, amount: covered })
+            }
+            Err(e) => self.halt_on(seq, currency, crate::audit::AuditError::Settlement(e), sink),
+        }
+        sink.emit(Event::Realised { seq, account, market, amount });
     }
 
     /// Bring the cross sums (and isolated counts) of every account that fills changed up

@@ -380,19 +380,7 @@ impl Engine {
         self.sync_position(self.liquidator, market);
         crate::engine::edit(&mut self.ledger).post_trade_cost(currency, value, -value);
         if realised != 0 {
-            let topped =
-                crate::engine::edit(&mut self.ledger).top_up_for(account, currency, realised);
-            if topped > 0 {
-                sink.emit(Event::FundTopUp { seq, currency, amount: topped });
-            }
-            match crate::engine::edit(&mut self.ledger).realise(account, currency, realised) {
-                Ok(0) => {}
-                Ok(amount) => sink.emit(Event::InsuranceCovered { seq, account, currency, amount }),
-                Err(e) => {
-                    self.halt_on(seq, currency, crate::audit::AuditError::Settlement(e), sink)
-                }
-            }
-            sink.emit(Event::Realised { seq, account, market, amount: realised });
+            self.realise_to_wallet(seq, account, market, realised, sink);
         }
         if liq_realised < 0 {
             // A loss the fund cannot pay in full can only be rounding (takeovers and
