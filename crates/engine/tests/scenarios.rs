@@ -632,6 +632,66 @@ fn a_closing_order_stops_at_the_bankruptcy_price() {
     h.engine.audit_full().unwrap();
 }
 
+/// A rebate the fee account cannot fund: the taker's fee fell short (a close at exactly the
+/// bankruptcy price) and a maker's bankrupt loss had drained the fee account into the empty
+/// insurance fund. Both `FeeShortfall`s say what did not move. XBTUSDT: value = qty ×
+/// ticks / 2 USDt; taker 0.075%, maker −0.01%.
+#[test]
+fn a_rebate_the_fee_account_cannot_fund_is_a_shortfall_too() {
+    const ONE_USDT: i64 = 1_000_000;
+    let fees = |h: &Harness| h.engine.ledger().balance(Entry::Fees, USDT);
+    let fund = |h: &Harness| h.engine.ledger().balance(Entry::Insurance, USDT);
+    let mut h = Harness::new(&EngineConfig::reference(4));
+    h.deposit(0, USDT, 50_000 * ONE_USDT);
+    h.deposit(1, USDT, 200 * ONE_USDT);
+    h.deposit(2, USDT, 20 * ONE_USDT);
+    h.deposit(3, USDT, 50_000 * ONE_USDT);
+    // Account 1 buys 0.5 XBT at 10000.0 (as in the test above): value 5,000,000,000; it
+    // pays 3,750,000 and account 0 earns a rebate of 500,000: fees 3,250,000.
+    h.run(Command::Place(limit(0, 2, Side::Sell, 500_000, 20_000)));
+    h.run(Command::Place(market(1, 2, Side::Buy, 500_000)));
+    // Account 2 buys 0.01 XBT at 10000.0: value 10,000 × 20,000 / 2 = 100,000,000; fee
+    // 75,000, rebate 10,000: fees 3,315,000; its wallet 20,000,000 − 75,000 = 19,925,000.
+    h.run(Command::Place(limit(0, 2, Side::Sell, 10_000, 20_000)));
+    h.run(Command::Place(market(2, 2, Side::Buy, 10_000)));
+    assert_eq!((fees(&h), wallet(&h, 2, USDT)), (3_315_000, 19_925_000));
+    // It rests its close at 9000.0, the band's edge: value 10,000 × 18,000 / 2 =
+    // 90,000,000, a loss of 10,000,000 its wallet can still pay. Then it withdraws down to
+    // 6,700,000 (a resting order is not re-checked when the wallet moves).
+    h.run(Command::Place(limit(2, 2, Side::Sell, 10_000, 18_000)));
+    let out = Command::Withdraw { account: AccountId(2), currency: USDT, amount: 13_225_000 };
+    assert_eq!(rejected(&h.run(out)), None);
+    // Account 3 takes the close: realised −10,000,000 against a wallet of 6,700,000.
+    // The fund is empty, so the fee account pays the 3,300,000 short into it (fees 15,000)
+    // and the fund covers the wallet. Then account 3 pays 67,500 and account 2 earns 9,000:
+    // fees 15,000 + 67,500 − 9,000 = 73,500.
+    let ioc = TimeInForce::ImmediateOrCancel;
+    let ev = h.run(Command::Place(NewOrder {
+        time_in_force: ioc,
+        ..limit(3, 2, Side::Buy, 10_000, 18_000)
+    }));
+    assert!(ev.iter().any(|e| matches!(e, Event::FundTopUp { amount: 3_300_000, .. })), "{ev:?}");
+    assert_eq!((fees(&h), fund(&h), wallet(&h, 2, USDT)), (73_500, 0, 9_000));
+    // Account 1 closes at exactly its bankruptcy price 19,215 (test above): value 500,000 ×
+    // 19,215 / 2 = 4,803,750,000, realised −196,250,000: its wallet is 0. Its fee,
+    // 0.075% × 4,803,750,000 = 3,602,812 (truncated), does not move at all; account 0's
+    // rebate, 480,375, gets the 73,500 the fee account holds: 406,875 short.
+    h.run(Command::Place(limit(0, 2, Side::Buy, 500_000, 19_215)));
+    let ev = h.run(Command::Place(market(1, 2, Side::Sell, 500_000)));
+    let f = fills(&ev);
+    assert_eq!((f[0].2, f[0].5, f[0].6), (19_215, -480_375, 3_602_812), "{ev:?}");
+    let shortfalls: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match *e {
+            Event::FeeShortfall { account, amount, .. } => Some((account.0, amount)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shortfalls, [(1, 3_602_812), (0, -406_875)], "{ev:?}");
+    assert_eq!((wallet(&h, 1, USDT), fees(&h)), (0, 0));
+    h.engine.audit_full().unwrap();
+}
+
 /// Each market numbers its own orders (a matcher per market shares no counter), and an id
 /// says its market. Past its last number a market refuses new orders; the others go on.
 #[test]
