@@ -28,6 +28,10 @@
 //! 7. A taker never realises a loss its wallet cannot pay: it trades no further than its
 //!    position's bankruptcy price, so the insurance fund covers only makers, gaps and the
 //!    liquidation engine (every command).
+//! 8. The events explain every balance change (every command): each wallet, the fee
+//!    account and the insurance fund move exactly by what Deposited, Realised (the
+//!    liquidation engine's into the fund), InsuranceCovered, FundTopUp, the Fill fees and
+//!    FeeShortfall say, through liquidations, auto-deleveraging and bankrupt closes.
 //!
 //! Also (deterministic): an empty fund deleverages a bankrupt position with no bids; a
 //! composite index (`Lifecycle::index`, fair-price mark) ignores a constituent that jumps by
@@ -43,7 +47,7 @@ use common::{cut_lengths, group_sizes};
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
-use amdahl_engine::testkit::{Harness, limit, market};
+use amdahl_engine::testkit::{Harness, limit};
 use amdahl_engine::{Engine, EngineConfig, Lifecycle};
 use amdahl_ledger::Entry;
 use amdahl_risk::Position;
@@ -92,20 +96,6 @@ enum Op {
         buy: bool,
         lots: u8,
     },
-    /// A Market order closing the account's whole position in the market (if it is flat:
-    /// a cancel-all there instead).
-    Close {
-        a: u8,
-        m: u8,
-    },
-    /// Account 0, the liquidity, rests a limit order `pct`% from the mark on the passive
-    /// side: deep in the book, where a close can walk past its bankruptcy price.
-    Deep {
-        m: u8,
-        buy: bool,
-        pct: u8,
-        lots: u8,
-    },
     /// Leverage from the table `LEVERAGES` (index 7: cross).
     Leverage {
         a: u8,
@@ -141,11 +131,8 @@ fn op() -> impl Strategy<Value = Op> {
         14 => (mkt.clone(), bp).prop_map(|(m, bp)| Op::Mark { m, bp }),
         24 => (acct.clone(), mkt.clone(), any::<bool>(), -10i8..=10, lots.clone(), any::<bool>())
             .prop_map(|(a, m, buy, k, lots, ioc)| Op::Limit { a, m, buy, k, lots, ioc }),
-        8 => (acct.clone(), mkt.clone(), any::<bool>(), lots.clone())
+        8 => (acct.clone(), mkt.clone(), any::<bool>(), lots)
             .prop_map(|(a, m, buy, lots)| Op::Market { a, m, buy, lots }),
-        5 => (acct.clone(), mkt.clone()).prop_map(|(a, m)| Op::Close { a, m }),
-        5 => (mkt.clone(), any::<bool>(), 2u8..=9, lots)
-            .prop_map(|(m, buy, pct, lots)| Op::Deep { m, buy, pct, lots }),
         6 => (acct.clone(), mkt.clone(), 0u8..8).prop_map(|(a, m, lev)| Op::Leverage { a, m, lev }),
         4 => any::<u16>().prop_map(|pick| Op::Cancel { pick }),
         1 => (acct.clone(), mkt.clone()).prop_map(|(a, m)| Op::CancelAll { a, m }),
@@ -254,26 +241,6 @@ fn materialize(op: Op, engine: &Engine, seen: &[(OrderId, AccountId)]) -> Comman
                 display_qty: None,
                 client_tag: 0,
             })
-        }
-        Op::Close { a, m } => {
-            let (account, mid) = (AccountId(a as u32), MarketId(m as u16));
-            let qty = engine.position(account, mid).qty;
-            if qty == 0 {
-                return Command::CancelAll { account, market: Some(mid) };
-            }
-            Command::Place(NewOrder {
-                side: if qty > 0 { Side::Sell } else { Side::Buy },
-                time_in_force: TimeInForce::ImmediateOrCancel,
-                ..market(a as u32, m as u16, Side::Buy, qty.abs())
-            })
-        }
-        Op::Deep { m, buy, pct, lots } => {
-            let mid = MarketId(m as u16);
-            let mark = engine.mark(mid).0;
-            let away = (mark * pct as i64 / 100).max(1);
-            let price = if buy { mark - away } else { mark + away };
-            let qty = order_qty(engine, mid, lots);
-            Command::Place(limit(0, m as u16, side(buy), qty.0, price.max(1)))
         }
         Op::Leverage { a, m, lev } => Command::SetLeverage {
             account: AccountId(a as u32),
@@ -524,7 +491,74 @@ fn ev_lines(evs: &[Event]) -> String {
     evs.iter().map(|e| format!("  {e:?}\n")).collect()
 }
 
-/// Run `ops` with `cuts`, feeding liquidations back, checking properties 1–5 and 7.
+/// Every user wallet, then the fee account and the insurance fund, per currency.
+fn balances(engine: &Engine) -> Vec<i64> {
+    let l = engine.ledger();
+    let mut v = Vec::new();
+    for c in Currency::ALL {
+        v.extend((0..ACCOUNTS).map(|a| l.wallet(AccountId(a), c)));
+        v.push(l.balance(Entry::Fees, c));
+        v.push(l.balance(Entry::Insurance, c));
+    }
+    v
+}
+
+/// Property 8: what one command moved, predicted from its events alone. The liquidation
+/// engine's realised PnL is the insurance fund's.
+fn reconcile(engine: &Engine, before: &[i64], evs: &[Event]) -> Result<(), String> {
+    let n = ACCOUNTS as usize + 2;
+    let (fees, ins) = (ACCOUNTS as usize, ACCOUNTS as usize + 1);
+    let at = |c: Currency, i: usize| c.index() * n + i;
+    let user = |a: AccountId| (a.0 < ACCOUNTS).then_some(a.0 as usize);
+    let mut want = before.to_vec();
+    for e in evs {
+        match *e {
+            Event::Deposited { account, currency, amount, .. } => {
+                want[at(currency, account.0 as usize)] += amount
+            }
+            Event::Withdrawn { account, currency, amount, .. } => {
+                want[at(currency, account.0 as usize)] -= amount
+            }
+            Event::Realised { account, market, amount, .. } => {
+                let c = currency_of(engine, market);
+                want[at(c, user(account).unwrap_or(ins))] += amount;
+            }
+            Event::InsuranceCovered { account, currency, amount, .. } => {
+                want[at(currency, account.0 as usize)] += amount;
+                want[at(currency, ins)] -= amount;
+            }
+            Event::FundTopUp { currency, amount, .. } => {
+                want[at(currency, fees)] -= amount;
+                want[at(currency, ins)] += amount;
+            }
+            Event::Fill { market, maker_account, taker_account, maker_fee, taker_fee, .. } => {
+                let c = currency_of(engine, market);
+                for (account, fee) in [(taker_account, taker_fee), (maker_account, maker_fee)] {
+                    if let Some(a) = user(account) {
+                        want[at(c, a)] -= fee;
+                    }
+                    want[at(c, fees)] += fee;
+                }
+            }
+            Event::FeeShortfall { account, currency, amount, .. } => {
+                want[at(currency, account.0 as usize)] += amount;
+                want[at(currency, fees)] -= amount;
+            }
+            _ => {}
+        }
+    }
+    let have = balances(engine);
+    if have == want {
+        return Ok(());
+    }
+    let diff: Vec<String> = (0..have.len())
+        .filter(|&i| have[i] != want[i])
+        .map(|i| format!("entry {i}: events say {}, ledger has {}", want[i], have[i]))
+        .collect();
+    Err(format!("balances moved without events: {diff:?}"))
+}
+
+/// Run `ops` with `cuts`, feeding liquidations back, checking properties 1–5, 7 and 8.
 fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
     let mut engine = Engine::new(&config(fund));
     let mut out = Outcome {
@@ -581,6 +615,7 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
                 _ => None,
             };
             let mut evs = Vec::new();
+            let before = balances(&engine);
             engine.apply(&cmd, &mut evs);
             for a in 0..ACCOUNTS {
                 for m in 0..MARKETS {
@@ -600,6 +635,9 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
             };
             if evs.iter().any(|e| matches!(e, Event::Halted { .. })) {
                 return fail(format!("halted: {:?}", engine.halt_evidence()), &out);
+            }
+            if let Err(e) = reconcile(&engine, &before, &evs) {
+                return fail(format!("property 8: {e}"), &out);
             }
             if let Some((market, pos, fund)) = snapshot {
                 if evs.iter().any(|e| matches!(e, Event::Rejected { .. })) {
