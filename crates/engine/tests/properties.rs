@@ -59,7 +59,7 @@
 
 mod common;
 
-use common::{cut_lengths, group_sizes};
+use common::{balances, cut_lengths, group_sizes, reconcile};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -1140,79 +1140,6 @@ fn market_limit_ok(engine: &Engine, m: MarketId, side: Side, price: Price) -> bo
     }
 }
 
-/// Every wallet, then fees and insurance, per currency.
-fn balances(engine: &Engine) -> Vec<i64> {
-    let l = engine.ledger();
-    let mut v = Vec::new();
-    for c in Currency::ALL {
-        for a in 0..ACCOUNTS {
-            v.push(l.wallet(AccountId(a), c));
-        }
-        v.push(l.balance(Entry::Fees, c));
-        v.push(l.balance(Entry::Insurance, c));
-    }
-    v
-}
-
-/// Property 10: the balance changes of one command, predicted from its events alone.
-fn reconcile(engine: &Engine, before: &[i64], evs: &[Event]) -> Result<(), String> {
-    let n = ACCOUNTS as usize + 2;
-    let mut want = before.to_vec();
-    let at = |c: Currency, i: usize| c.index() * n + i;
-    let (fees, ins) = (ACCOUNTS as usize, ACCOUNTS as usize + 1);
-    for e in evs {
-        match *e {
-            Event::Deposited { account, currency, amount, .. } => {
-                want[at(currency, account.0 as usize)] += amount
-            }
-            Event::Withdrawn { account, currency, amount, .. } => {
-                want[at(currency, account.0 as usize)] -= amount
-            }
-            Event::Realised { account, market, amount, .. } => {
-                let c = engine.instrument(market).settle;
-                want[at(c, account.0 as usize)] += amount;
-            }
-            Event::InsuranceCovered { account, currency, amount, .. } => {
-                want[at(currency, account.0 as usize)] += amount;
-                want[at(currency, ins)] -= amount;
-            }
-            Event::FundTopUp { currency, amount, .. } => {
-                want[at(currency, fees)] -= amount;
-                want[at(currency, ins)] += amount;
-            }
-            Event::Fill { market, maker_account, taker_account, maker_fee, taker_fee, .. } => {
-                let c = engine.instrument(market).settle;
-                want[at(c, taker_account.0 as usize)] -= taker_fee;
-                want[at(c, maker_account.0 as usize)] -= maker_fee;
-                want[at(c, fees)] += taker_fee + maker_fee;
-            }
-            Event::FeeShortfall { account, currency, amount, .. } => {
-                want[at(currency, account.0 as usize)] += amount;
-                want[at(currency, fees)] -= amount;
-            }
-            _ => {}
-        }
-    }
-    let _ = ins;
-    let have = balances(engine);
-    if have != want {
-        let diff: Vec<String> = (0..have.len())
-            .filter(|&i| have[i] != want[i])
-            .map(|i| {
-                let c = Currency::ALL[i / n];
-                let who = match i % n {
-                    x if x == fees => "fees".to_string(),
-                    x if x == ins => "insurance".to_string(),
-                    x => format!("wallet {x}"),
-                };
-                format!("{who} {c}: events say {}, ledger has {}", want[i], have[i])
-            })
-            .collect();
-        return Err(format!("balances moved without events: {diff:?}"));
-    }
-    Ok(())
-}
-
 fn stamp(seq: u64, time: i64, command: Command) -> Sequenced {
     Sequenced { seq: Seq(seq), time: Timestamp(time), command }
 }
@@ -1289,7 +1216,7 @@ fn run_checked(ops: &[Op], cuts: &[u8], opts: &Opts) -> Result<Outcome, String> 
                 Err(format!("{msg}\nat seq {seq}\n{}", dump(cmds)))
             };
 
-            let wallets_before = balances(&engine);
+            let wallets_before = balances(&engine, ACCOUNTS);
             let before = engine.state_hash();
             let prev_day = (first + k).checked_sub(1).map(|i| out.commands[i].time.day());
             let new_day = prev_day.is_some_and(|d| d != cmd.time.day());
@@ -1332,7 +1259,7 @@ fn run_checked(ops: &[Op], cuts: &[u8], opts: &Opts) -> Result<Outcome, String> 
                 }
             }
             // 10: every balance change is explained by the command's events.
-            if let Err(e) = reconcile(&engine, &wallets_before, &evs) {
+            if let Err(e) = reconcile(&engine, ACCOUNTS, &wallets_before, &evs) {
                 if opts.check_money_events {
                     return fail(
                         format!("{e}\nevents of the command:\n{}", evs_lines(&evs)),
@@ -1699,9 +1626,9 @@ mod regressions_money {
         assert_eq!(h.engine.position(AccountId(1), MarketId(0)).qty, 100);
         // It sells at 9000.0 (the band edge): a loss of 111,100 XBt on a 12,250 wallet.
         h.run(Command::Place(limit(0, 0, Side::Buy, 100, 18_000)));
-        let before = balances(&h.engine);
+        let before = balances(&h.engine, ACCOUNTS);
         let ev = h.run(Command::Place(limit(1, 0, Side::Sell, 100, 18_000)));
-        let r = reconcile(&h.engine, &before, &ev);
+        let r = reconcile(&h.engine, ACCOUNTS, &before, &ev);
         assert!(r.is_ok(), "{}\n{}", r.unwrap_err(), evs_lines(&ev));
     }
 }

@@ -43,7 +43,7 @@
 
 mod common;
 
-use common::{cut_lengths, group_sizes};
+use common::{balances, cut_lengths, group_sizes, reconcile};
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -491,73 +491,6 @@ fn ev_lines(evs: &[Event]) -> String {
     evs.iter().map(|e| format!("  {e:?}\n")).collect()
 }
 
-/// Every user wallet, then the fee account and the insurance fund, per currency.
-fn balances(engine: &Engine) -> Vec<i64> {
-    let l = engine.ledger();
-    let mut v = Vec::new();
-    for c in Currency::ALL {
-        v.extend((0..ACCOUNTS).map(|a| l.wallet(AccountId(a), c)));
-        v.push(l.balance(Entry::Fees, c));
-        v.push(l.balance(Entry::Insurance, c));
-    }
-    v
-}
-
-/// Property 8: what one command moved, predicted from its events alone. The liquidation
-/// engine's realised PnL is the insurance fund's.
-fn reconcile(engine: &Engine, before: &[i64], evs: &[Event]) -> Result<(), String> {
-    let n = ACCOUNTS as usize + 2;
-    let (fees, ins) = (ACCOUNTS as usize, ACCOUNTS as usize + 1);
-    let at = |c: Currency, i: usize| c.index() * n + i;
-    let user = |a: AccountId| (a.0 < ACCOUNTS).then_some(a.0 as usize);
-    let mut want = before.to_vec();
-    for e in evs {
-        match *e {
-            Event::Deposited { account, currency, amount, .. } => {
-                want[at(currency, account.0 as usize)] += amount
-            }
-            Event::Withdrawn { account, currency, amount, .. } => {
-                want[at(currency, account.0 as usize)] -= amount
-            }
-            Event::Realised { account, market, amount, .. } => {
-                let c = currency_of(engine, market);
-                want[at(c, user(account).unwrap_or(ins))] += amount;
-            }
-            Event::InsuranceCovered { account, currency, amount, .. } => {
-                want[at(currency, account.0 as usize)] += amount;
-                want[at(currency, ins)] -= amount;
-            }
-            Event::FundTopUp { currency, amount, .. } => {
-                want[at(currency, fees)] -= amount;
-                want[at(currency, ins)] += amount;
-            }
-            Event::Fill { market, maker_account, taker_account, maker_fee, taker_fee, .. } => {
-                let c = currency_of(engine, market);
-                for (account, fee) in [(taker_account, taker_fee), (maker_account, maker_fee)] {
-                    if let Some(a) = user(account) {
-                        want[at(c, a)] -= fee;
-                    }
-                    want[at(c, fees)] += fee;
-                }
-            }
-            Event::FeeShortfall { account, currency, amount, .. } => {
-                want[at(currency, account.0 as usize)] += amount;
-                want[at(currency, fees)] -= amount;
-            }
-            _ => {}
-        }
-    }
-    let have = balances(engine);
-    if have == want {
-        return Ok(());
-    }
-    let diff: Vec<String> = (0..have.len())
-        .filter(|&i| have[i] != want[i])
-        .map(|i| format!("entry {i}: events say {}, ledger has {}", want[i], have[i]))
-        .collect();
-    Err(format!("balances moved without events: {diff:?}"))
-}
-
 /// Run `ops` with `cuts`, feeding liquidations back, checking properties 1–5, 7 and 8.
 fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
     let mut engine = Engine::new(&config(fund));
@@ -615,7 +548,7 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
                 _ => None,
             };
             let mut evs = Vec::new();
-            let before = balances(&engine);
+            let before = balances(&engine, ACCOUNTS);
             engine.apply(&cmd, &mut evs);
             for a in 0..ACCOUNTS {
                 for m in 0..MARKETS {
@@ -636,7 +569,7 @@ fn run_checked(ops: &[Op], cuts: &[u8], fund: u8) -> Result<Outcome, String> {
             if evs.iter().any(|e| matches!(e, Event::Halted { .. })) {
                 return fail(format!("halted: {:?}", engine.halt_evidence()), &out);
             }
-            if let Err(e) = reconcile(&engine, &before, &evs) {
+            if let Err(e) = reconcile(&engine, ACCOUNTS, &before, &evs) {
                 return fail(format!("property 8: {e}"), &out);
             }
             if let Some((market, pos, fund)) = snapshot {
