@@ -163,7 +163,8 @@ impl Engine {
         for cmd in segment {
             match &cmd.command {
                 Command::Place(o) if shard.owns(o.account) && self.margin_checkable(o) => {
-                    let refusal = self.reserve(shard, o);
+                    let refusal =
+                        self.reserve_order(shard, o.account, o.market, o.side, o.qty, o.price);
                     shard.decisions.push(Decision { seq: cmd.seq, refusal });
                 }
                 Command::Amend(a) if shard.owns(a.account) => {
@@ -176,11 +177,8 @@ impl Engine {
         }
     }
 
-    /// Check one new order against its account's reserved state; reserve it if it passes.
-    fn reserve(&self, shard: &mut RiskShard, o: &NewOrder) -> Option<RejectReason> {
-        self.reserve_order(shard, o.account, o.market, o.side, o.qty, o.price)
-    }
-
+    /// Check one order that opens exposure against its account's reserved state; reserve
+    /// it if it passes.
     fn reserve_order(
         &self,
         shard: &mut RiskShard,
