@@ -137,8 +137,19 @@ pub struct Engine {
     /// Accounts whose positions fills changed: their cross sums are refreshed when the
     /// segment ends, their maintenance is checked when the group ends (`Filled`).
     filled: Filled,
-    /// The money of the fills of the taker being matched, in fill order.
+    /// The money of the fills not yet settled, in fill order (see `settle_fills`).
     fill_money: Vec<FillMoney>,
+    /// Whether fills now settle when the segment ends (matching a segment's ordinary
+    /// commands) rather than after each taker (a command that ends its segment, fired
+    /// orders): see `settle_fills`.
+    settle_later: bool,
+    /// Stage R's `Basis` for the current segment, by (account × markets + market): where it
+    /// sits in `basis`, or `NIL`.
+    basis_at: Vec<u32>,
+    basis: Vec<crate::risk::Basis>,
+    /// Per (account, market): what the market's unsettled fills will move the account's
+    /// wallet by (realised PnL less nominal fees), for `closing_margin`.
+    unsettled: Vec<Money>,
     /// The liquidation engine's account: one past the last user account. Its positions
     /// belong to the insurance fund; it pays no fees and no margin.
     pub(crate) liquidator: AccountId,
@@ -268,6 +279,10 @@ impl Engine {
             fill_money: Vec::with_capacity(
                 config.markets.iter().map(|m| m.max_orders as usize).max().unwrap_or(0) + 1,
             ),
+            settle_later: false,
+            basis_at: vec![NIL; rows * n_markets],
+            basis: Vec::with_capacity(1 << 12),
+            unsettled: vec![0; rows * n_markets],
             liquidator: AccountId(config.accounts),
             shards: (0..shards).map(|s| AccountShard::new(n_markets, rows, shards, s)).collect(),
             fan_out: std::sync::Mutex::new(None),
@@ -341,6 +356,12 @@ impl Engine {
     pub fn open_positions(&self, market: MarketId) -> usize {
         self.shards.iter().map(|s| s.open[market.0 as usize].len()).sum()
     }
+    /// Fills matched whose money has not moved yet: it moves when their segment ends
+    /// (`settle_fills`), so there are none between groups.
+    pub fn unsettled_fills(&self) -> usize {
+        self.fill_money.len()
+    }
+
     pub fn is_halted(&self) -> bool {
         self.halt.is_some()
     }
@@ -538,6 +559,14 @@ impl Engine {
 
     /// Take the shards' decisions into one list in sequence order, and clear the shards.
     pub(crate) fn merge_decisions(&mut self, risk: &mut [crate::risk::RiskShard]) {
+        self.clear_basis();
+        for shard in risk.iter() {
+            for b in &shard.basis {
+                let i = self.pm(b.account, b.market);
+                self.basis_at[i] = self.basis.len() as u32;
+                self.basis.push(*b);
+            }
+        }
         self.decisions.clear();
         self.decided = 0;
         if let [one] = risk {
@@ -552,6 +581,14 @@ impl Engine {
         }
         // Each shard's list is in sequence order already; this only interleaves them.
         self.decisions.sort_unstable_by_key(|d| d.seq);
+    }
+
+    /// Forget the segment's `Basis` (when the segment ends, or R decides the next).
+    fn clear_basis(&mut self) {
+        for b in &self.basis {
+            self.basis_at[b.account.0 as usize * self.markets.len() + b.market.0 as usize] = NIL;
+        }
+        self.basis.clear();
     }
 
     /// Stage R's decision for the new order of command `seq`, if R decided it. Commands
@@ -620,10 +657,13 @@ impl Engine {
         }
         self.now = cmd.time;
         self.roll_day(cmd.time, seq, sink);
-        if self.ends_segment(&cmd.command) {
+        let ends_segment = self.ends_segment(&cmd.command);
+        if ends_segment {
             // It reads what fills earlier in its segment changed.
+            self.settle_fills(sink);
             self.refresh_filled();
         }
+        self.settle_later = !ends_segment;
         match cmd.command {
             Command::Deposit { account, currency, amount } => {
                 self.deposit(seq, account, currency, amount, sink)
@@ -652,7 +692,10 @@ impl Engine {
                 self.set_risk_limit(seq, account, market, limit, sink)
             }
         }
+        self.settle_later = false;
         if self.halt.is_none() && self.segment_ended() {
+            self.settle_fills(sink);
+            self.clear_basis();
             self.refresh_filled();
             if !self.fired.is_empty() {
                 self.execute_fired(seq, sink);
@@ -665,6 +708,7 @@ impl Engine {
     pub fn end_group<S: EventSink>(&mut self, last_seq: Seq, sink: &mut S) -> bool {
         // The group's last command ended its last segment, and with it every fired order.
         debug_assert!(self.fired.is_empty() || self.halt.is_some(), "fired orders outlive a group");
+        debug_assert!(self.fill_money.is_empty() || self.halt.is_some(), "unsettled fills");
         self.group_begun = false;
         self.group_applied = 0;
         self.decisions.clear();
@@ -1052,7 +1096,7 @@ impl Engine {
         if value >= pos.cost as i128 {
             return limit;
         }
-        let margin = self.bankruptcy_margin(account, market);
+        let margin = self.closing_margin(account, market);
         if value >= pos.cost as i128 - margin as i128 {
             return limit;
         }
@@ -1067,6 +1111,32 @@ impl Engine {
             Side::Sell => worst.max(bankrupt),
             Side::Buy => worst.min(bankrupt),
         })
+    }
+
+    /// The margin a closing order's bankruptcy price is worked from (`bankruptcy_margin`).
+    /// Matching a segment's ordinary commands, it reads no account money (`settle_fills`):
+    /// it takes the wallet and `cross_elsewhere` as stage R saw them when the segment
+    /// began, and moves the wallet by this market's own unsettled fills of the account.
+    /// Fills in the account's other markets earlier in the segment are not seen (as R
+    /// does not see them); where they lost money, the insurance fund covers the gap, as it
+    /// does for a maker. Elsewhere every fill has settled, and the account is read as is.
+    fn closing_margin(&self, account: AccountId, market: MarketId) -> Money {
+        let i = self.pm(account, market);
+        let (wallet, elsewhere) = match self.basis_at[i] {
+            at if at != NIL && self.settle_later => {
+                let b = &self.basis[at as usize];
+                (b.wallet as i128, b.elsewhere)
+            }
+            // A command R did not see: current state (there are no unsettled fills of the
+            // segment before it but its own market's, counted below).
+            _ => {
+                let wallet =
+                    self.ledger.wallet(account, self.markets[market.0 as usize].inst.settle);
+                (wallet as i128, self.cross_elsewhere(account, market))
+            }
+        };
+        let wallet = wallet + self.unsettled[i] as i128;
+        self.bankruptcy_margin_from(account, market, wallet, elsewhere)
     }
 
     /// The worst price a Market order may trade at: the edge of the band around the mark
@@ -1288,6 +1358,7 @@ impl Engine {
             positions,
             accounts,
             fill_money,
+            unsettled,
             touched,
             shards,
             market_cost,
@@ -1306,6 +1377,7 @@ impl Engine {
             positions,
             accounts,
             money: fill_money,
+            unsettled,
             touched,
             shards,
             market_cost: &mut market_cost[m],
@@ -1318,17 +1390,33 @@ impl Engine {
             taker_left: r.leaves,
         };
         let left = books[m].take(taker, |mt| ctx.on_match(mt, sink));
-        self.settle_fills(seq, sink);
+        if !self.settle_later {
+            self.settle_fills(sink);
+        }
         left
     }
 
-    /// Move the money of the fills just matched, in fill order: each fill's cost totals,
+    /// Move the money of the fills matched so far, in fill order: each fill's cost totals,
     /// both sides' realised PnL (the insurance fund covering a wallet it empties, topped
     /// up from the fee account when it must be), then the taker's and the maker's fees.
-    /// Matching moved none of it, so this is the one place a fill touches money.
-    fn settle_fills<S: EventSink>(&mut self, seq: Seq, sink: &mut S) {
+    /// Matching moved none of it, so this is the one place a fill touches money (stage P
+    /// of DESIGN.md §2). The events carry the seq of the fill's command.
+    ///
+    /// **When.** Matching a segment's ordinary commands (orders, amends) reads no account
+    /// money, so their fills settle together when the segment ends, or before a command
+    /// that ends it: a matcher per market then shares nothing with another but this list,
+    /// in sequence order. A closing order's bankruptcy price is worked from R's `Basis`
+    /// plus its own market's unsettled fills (`closing_margin`). The fills of a command
+    /// that ends its segment (a liquidation) and of fired orders settle after each taker:
+    /// what comes next in those reads the money.
+    fn settle_fills<S: EventSink>(&mut self, sink: &mut S) {
         for k in 0..self.fill_money.len() {
             let f = self.fill_money[k];
+            let seq = f.seq;
+            for (account, _) in f.realised {
+                let i = self.pm(account, f.market);
+                self.unsettled[i] = 0;
+            }
             let currency = self.markets[f.market.0 as usize].inst.settle;
             edit(&mut self.ledger).post_trade_cost(currency, f.value, -f.value);
             for (account, amount) in f.realised {
@@ -2002,6 +2090,8 @@ fn charge(ledger: &mut Ledger, account: AccountId, currency: Currency, fee: Mone
 /// What one fill moves in money, recorded by matching and moved by `settle_fills`.
 #[derive(Clone, Copy)]
 struct FillMoney {
+    /// The command whose match made the fill.
+    seq: Seq,
     market: MarketId,
     /// The buyer's cost change (the seller's is −value).
     value: Money,
@@ -2059,6 +2149,7 @@ struct Settlement<'a> {
     positions: &'a mut [Position],
     accounts: &'a mut [AccountMarket],
     money: &'a mut Vec<FillMoney>,
+    unsettled: &'a mut [Money],
     touched: &'a mut Vec<AccountId>,
     shards: &'a mut [AccountShard],
     market_cost: &'a mut i128,
@@ -2165,7 +2256,13 @@ impl Settlement<'_> {
         };
         let taker_fee = fee(self.taker.account, inst.taker_fee);
         let maker_fee = fee(maker_account, inst.maker_fee);
+        let (ti, mi) = (self.pm(self.taker.account), self.pm(maker_account));
+        self.unsettled[bi] += realised_buyer;
+        self.unsettled[si] += realised_seller;
+        self.unsettled[ti] -= taker_fee;
+        self.unsettled[mi] -= maker_fee;
         self.money.push(FillMoney {
+            seq: self.seq,
             market: self.market,
             value,
             realised: [(buyer, realised_buyer), (seller, realised_seller)],

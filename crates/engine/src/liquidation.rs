@@ -210,19 +210,27 @@ impl Engine {
     /// The margin that backs the account's position in `market` (see the module docs).
     pub fn position_margin(&self, account: AccountId, market: MarketId) -> Money {
         let i = self.pm(account, market);
-        let m = &self.markets[market.0 as usize];
         let pos = &self.positions[i];
         if pos.leverage != Leverage::CROSS {
             return self.margin_cache[i].init + self.extra_margin[i];
         }
-        let currency = m.inst.settle;
-        let mut margin = self.ledger.wallet(account, currency) as i128;
+        let currency = self.markets[market.0 as usize].inst.settle;
+        let wallet = self.ledger.wallet(account, currency) as i128;
+        let margin = wallet - self.committed_elsewhere(account, market);
+        Money::try_from(margin.max(0)).expect("margin fits i64")
+    }
+
+    /// What the account commits in the markets of `market`'s currency other than `market`
+    /// (what a cross position's margin is its wallet less).
+    pub(crate) fn committed_elsewhere(&self, account: AccountId, market: MarketId) -> i128 {
+        let currency = self.markets[market.0 as usize].inst.settle;
+        let mut sum = 0i128;
         for (k, other) in self.markets.iter().enumerate() {
             if k == market.0 as usize || other.inst.settle != currency {
                 continue;
             }
             let j = account.0 as usize * self.markets.len() + k;
-            margin -= committed(
+            sum += committed(
                 &self.accounts[j],
                 &self.positions[j],
                 &other.inst,
@@ -230,7 +238,7 @@ impl Engine {
                 self.margin_cache[j].init + self.extra_margin[j],
             );
         }
-        Money::try_from(margin.max(0)).expect("margin fits i64")
+        sum
     }
 
     /// The bankruptcy price of the account's position in `market`, if it has one.
@@ -247,7 +255,33 @@ impl Engine {
     /// their wallet lost elsewhere since the margin was set aside.
     pub(crate) fn bankruptcy_margin(&self, account: AccountId, market: MarketId) -> Money {
         let wallet = self.ledger.wallet(account, self.instrument(market).settle);
-        self.position_margin(account, market).min(wallet.max(0))
+        let elsewhere = self.cross_elsewhere(account, market);
+        self.bankruptcy_margin_from(account, market, wallet as i128, elsewhere)
+    }
+
+    /// What a cross position's margin is its wallet less (`committed_elsewhere`); 0 for an
+    /// isolated position, which its own margin backs.
+    pub(crate) fn cross_elsewhere(&self, account: AccountId, market: MarketId) -> i128 {
+        let cross = self.positions[self.pm(account, market)].leverage == Leverage::CROSS;
+        if cross { self.committed_elsewhere(account, market) } else { 0 }
+    }
+
+    /// `bankruptcy_margin` for a given wallet and `cross_elsewhere`.
+    pub(crate) fn bankruptcy_margin_from(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        wallet: i128,
+        elsewhere: i128,
+    ) -> Money {
+        let i = self.pm(account, market);
+        let backing = if self.positions[i].leverage == Leverage::CROSS {
+            wallet - elsewhere
+        } else {
+            (self.margin_cache[i].init + self.extra_margin[i]) as i128
+        };
+        let margin = backing.max(0).min(wallet.max(0));
+        Money::try_from(margin).expect("margin fits i64")
     }
 
     /// BitMEX's five-light ADL indicator of the account's position: its quintile among

@@ -24,6 +24,12 @@
 //! Segments are a function of the group's commands and the state at their start, fixed
 //! before M applies them.
 //!
+//! **Closing orders.** R also keeps, for each (account, market) an order or amend of the
+//! segment names, the account's `Basis` as the segment begins: its wallet and what it
+//! commits in the currency's other markets. Matching works a closing order's bankruptcy
+//! price from it (`Engine::closing_margin`), since fills' money settles only when the
+//! segment ends.
+//!
 //! **Fired orders.** A stop or if-touched order whose trigger M reaches waits, holding
 //! nothing, until its segment ends (`Engine::execute_fired`); there R decides it as a new
 //! order, against the state the segment left plus the reservations of the orders fired
@@ -59,6 +65,18 @@ pub(crate) struct Decision {
     pub refusal: Option<RejectReason>,
 }
 
+/// What a closing order's bankruptcy price is worked from, as R sees the account when the
+/// segment begins: its wallet, and what it commits in the currency's other markets
+/// (`Engine::cross_elsewhere`). Matching reads no account money within a segment, so it
+/// works from this, moved by its own market's fills since (`Engine::closing_margin`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Basis {
+    pub account: AccountId,
+    pub market: MarketId,
+    pub wallet: Money,
+    pub elsewhere: i128,
+}
+
 /// One account shard's part of stage R: the group's reservations for its accounts, and
 /// its decisions in sequence order. Capacity is reserved up front; a group with more new
 /// orders than that grows it once. (`Default`: an empty place left while the shard is
@@ -78,7 +96,19 @@ pub(crate) struct RiskShard {
     held: Vec<(u32, Money)>,
     /// In sequence order.
     pub decisions: Vec<Decision>,
+    /// Per (local account, market): what `note_basis` knows of it this segment (`UNSEEN`,
+    /// `SEEN`, `NOTED`), and the places it marked; and the entries, one per (account,
+    /// market) that may hold a closing order.
+    basis_mark: Vec<u8>,
+    marked: Vec<u32>,
+    pub basis: Vec<Basis>,
 }
+
+/// `RiskShard::basis_mark`: nothing yet; an order of the segment named it while the account
+/// had neither a position nor an order there (no `Basis` needed yet); its `Basis` is kept.
+const UNSEEN: u8 = 0;
+const SEEN: u8 = 1;
+const NOTED: u8 = 2;
 
 /// New orders per group a shard has room for before it grows.
 const GROUP_ORDERS: usize = 4096;
@@ -95,6 +125,9 @@ impl RiskShard {
             held_at: vec![NIL; local * Currency::COUNT],
             held: Vec::with_capacity(GROUP_ORDERS),
             decisions: Vec::with_capacity(GROUP_ORDERS),
+            basis_mark: vec![UNSEEN; local * markets],
+            marked: Vec::with_capacity(GROUP_ORDERS),
+            basis: Vec::with_capacity(GROUP_ORDERS),
         }
     }
 
@@ -110,9 +143,14 @@ impl RiskShard {
         for &(at, _) in &self.held {
             self.held_at[at as usize] = NIL;
         }
+        for &at in &self.marked {
+            self.basis_mark[at as usize] = UNSEEN;
+        }
+        self.marked.clear();
         self.reserved.clear();
         self.held.clear();
         self.decisions.clear();
+        self.basis.clear();
     }
 }
 
@@ -162,12 +200,20 @@ impl Engine {
     pub(crate) fn risk_pass(&self, segment: &[Sequenced], shard: &mut RiskShard) {
         for cmd in segment {
             match &cmd.command {
-                Command::Place(o) if shard.owns(o.account) && self.margin_checkable(o) => {
-                    let refusal =
-                        self.reserve_order(shard, o.account, o.market, o.side, o.qty, o.price);
-                    shard.decisions.push(Decision { seq: cmd.seq, refusal });
+                Command::Place(o) if shard.owns(o.account) => {
+                    self.note_basis(shard, o.account, o.market, o.side, o.price);
+                    if self.margin_checkable(o) {
+                        let refusal =
+                            self.reserve_order(shard, o.account, o.market, o.side, o.qty, o.price);
+                        shard.decisions.push(Decision { seq: cmd.seq, refusal });
+                    }
                 }
                 Command::Amend(a) if shard.owns(a.account) => {
+                    if let Some(slot) = self.orders.slot_of(a.order) {
+                        let r = self.orders.get(slot);
+                        let price = a.price.or(r.price);
+                        self.note_basis(shard, a.account, a.order.market(), r.side, price);
+                    }
                     if let Some(refusal) = self.reserve_amend(shard, a) {
                         shard.decisions.push(Decision { seq: cmd.seq, refusal });
                     }
@@ -175,6 +221,64 @@ impl Engine {
                 _ => {}
             }
         }
+    }
+
+    /// Keep the account's `Basis` in `market` as the segment begins, once per segment, for
+    /// an order or amend on `side` (limit `price`, `None`: Market) whose bankruptcy limit
+    /// may read it (`Engine::solvent_limit`). None is kept for the account's first order or
+    /// amend in the market in the segment where, as the segment begins, either
+    /// - it holds no position the order reduces and no margin-holding order on the other
+    ///   side (only its own fills could give it one before the order executes, and no
+    ///   earlier command of the segment is its), or
+    /// - it has no working order in the market, so its position stays as it is until the
+    ///   order executes, and closing that at the order's worst price realises no loss.
+    ///
+    /// (R reads the state the segment began from wherever in its pass it is; an amend
+    /// names a resting order, whose side is known.)
+    fn note_basis(
+        &self,
+        shard: &mut RiskShard,
+        account: AccountId,
+        market: MarketId,
+        side: Side,
+        price: Option<Price>,
+    ) {
+        if !self.known_account(account) || !self.known_market(market) {
+            return;
+        }
+        let inst = &self.markets[market.0 as usize].inst;
+        if price.is_some_and(|p| p.0 <= 0 || p > inst.max_price) {
+            return; // M refuses it.
+        }
+        let at = (account.0 - shard.first) as usize * shard.markets + market.0 as usize;
+        match shard.basis_mark[at] {
+            NOTED => return,
+            SEEN => {}
+            _ => {
+                shard.marked.push(at as u32);
+                let i = self.pm(account, market);
+                let pos = self.positions[i].qty;
+                let against = match side {
+                    Side::Buy => pos < 0,
+                    Side::Sell => pos > 0,
+                };
+                let am = &self.accounts[i];
+                let free = if against {
+                    let worst = price.unwrap_or_else(|| self.protection_price(market, side));
+                    am.open_orders == 0 && inst.value(Qty(pos), worst) >= self.positions[i].cost
+                } else {
+                    am.qty[side.opposite().index()] == 0
+                };
+                if free {
+                    shard.basis_mark[at] = SEEN;
+                    return;
+                }
+            }
+        }
+        shard.basis_mark[at] = NOTED;
+        let wallet = self.ledger.wallet(account, self.markets[market.0 as usize].inst.settle);
+        let elsewhere = self.cross_elsewhere(account, market);
+        shard.basis.push(Basis { account, market, wallet, elsewhere });
     }
 
     /// Check one order that opens exposure against its account's reserved state; reserve

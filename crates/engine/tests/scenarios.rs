@@ -632,6 +632,68 @@ fn a_closing_order_stops_at_the_bankruptcy_price() {
     h.engine.audit_full().unwrap();
 }
 
+/// Within a segment a fill's money waits for the segment's end (stage P), and a closing
+/// order's bankruptcy price is worked from the money the segment began with, moved by its
+/// own market's unsettled fills. XBTUSDT as in
+/// `a_closing_order_stops_at_the_bankruptcy_price`.
+#[test]
+fn a_close_counts_its_markets_unsettled_fills_in_its_segment() {
+    const ONE_USDT: i64 = 1_000_000;
+    let mut h = Harness::new(&EngineConfig::reference(2));
+    h.deposit(0, USDT, 50_000 * ONE_USDT);
+    h.deposit(1, USDT, 200 * ONE_USDT);
+    // Long 0.5 XBT at 10000.0: cost 5,000,000,000, wallet 200,000,000 − 3,750,000 fee =
+    // 196,250,000.
+    h.run(Command::Place(limit(0, 2, Side::Sell, 500_000, 20_000)));
+    h.run(Command::Place(market(1, 2, Side::Buy, 500_000)));
+    // Bids: 0.1 XBT at 9900.0 and 0.4 XBT at 9525.0 (19,050 ticks).
+    h.run(Command::Place(limit(0, 2, Side::Buy, 100_000, 19_800)));
+    h.run(Command::Place(limit(0, 2, Side::Buy, 400_000, 19_050)));
+    // One group, one segment: a Market sell of the whole position, then a limit sell of the
+    // 0.4 XBT it leaves at 9500.0.
+    let ev = h.run_group(&[
+        Command::Place(market(1, 2, Side::Sell, 500_000)),
+        Command::Place(limit(1, 2, Side::Sell, 400_000, 19_000)),
+    ]);
+    // The first (seq 7, after 2 deposits and 4 orders): bankruptcy with the segment's
+    // 196,250,000: 250,000 × t ≥ 5,000,000,000 − 196,250,000 ⇔ t ≥ 19,215, so 0.1 XBT
+    // fills at 9900.0 (realised 100,000 × 19,800 / 2 − 1,000,000,000 = −10,000,000; fee
+    // 0.075% × 990,000,000 = 742,500) and the rest is cancelled.
+    // The second: 196,250,000 − 10,000,000 − 742,500 = 185,507,500 of margin, 200,000 × t ≥
+    // 4,000,000,000 − 185,507,500 ⇔ t ≥ 19,072.46…, so 19,073: the 9525.0 bid is past it.
+    // (Without its market's unsettled fill it would read 196,250,000: t ≥ 19,018.75, and it
+    // would sell at 19,050, losing 190,000,000 of a 185,507,500 wallet.)
+    // The first fill's money moves when the segment ends, after both.
+    let kinds: Vec<String> = ev
+        .iter()
+        .map(|e| match e {
+            Event::Fill { price, qty, .. } => format!("Fill/{}/{}", price.0, qty.0),
+            Event::OrderCanceled { reason, .. } => format!("Canceled/{reason:?}"),
+            Event::Realised { seq, account, amount, .. } => {
+                format!("Realised/{}/{}/{amount}", seq.0, account.0)
+            }
+            other => format!("{other:?}").split_whitespace().next().unwrap_or("").to_string(),
+        })
+        .collect();
+    // (The maker, short from 10000.0, realises the opposite +10,000,000.)
+    assert_eq!(
+        kinds,
+        [
+            "OrderAccepted",
+            "Fill/19800/100000",
+            "Canceled/PriceProtection",
+            "OrderAccepted",
+            "Canceled/PriceProtection",
+            "Realised/7/0/10000000",
+            "Realised/7/1/-10000000",
+        ],
+        "{ev:?}"
+    );
+    assert_eq!(wallet(&h, 1, USDT), 185_507_500);
+    assert_eq!(h.engine.position(AccountId(1), MarketId(2)).qty, 400_000);
+    h.engine.audit_full().unwrap();
+}
+
 /// A rebate the fee account cannot fund: the taker's fee fell short (a close at exactly the
 /// bankruptcy price) and a maker's bankrupt loss had drained the fee account into the empty
 /// insurance fund. Both `FeeShortfall`s say what did not move. XBTUSDT: value = qty ×
