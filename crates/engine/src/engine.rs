@@ -1122,13 +1122,22 @@ impl Engine {
     /// does for a maker. Elsewhere every fill has settled, and the account is read as is.
     fn closing_margin(&self, account: AccountId, market: MarketId) -> Money {
         let i = self.pm(account, market);
+        // R keeps a Basis wherever one may be read (`note_basis`): a segment's ordinary
+        // command that R decided never falls back on current state.
+        debug_assert!(
+            self.basis_at[i] != NIL
+                || !self.settle_later
+                || !self.group_begun
+                || self.group_applied as usize > self.group.len(),
+            "no Basis for a closing order of ({account:?}, {market:?})"
+        );
         let (wallet, elsewhere) = match self.basis_at[i] {
             at if at != NIL && self.settle_later => {
                 let b = &self.basis[at as usize];
                 (b.wallet as i128, b.elsewhere)
             }
-            // A command R did not see: current state (there are no unsettled fills of the
-            // segment before it but its own market's, counted below).
+            // Everything before it has settled (a command that ends its segment, a fired
+            // order), or R did not see the command (a segment of its own): current state.
             _ => {
                 let wallet =
                     self.ledger.wallet(account, self.markets[market.0 as usize].inst.settle);

@@ -201,7 +201,11 @@ impl Engine {
         for cmd in segment {
             match &cmd.command {
                 Command::Place(o) if shard.owns(o.account) => {
-                    self.note_basis(shard, o.account, o.market, o.side, o.price);
+                    // A Close order without a quantity takes the closing side when M
+                    // accepts it, whichever that is then.
+                    let whole = o.exec_inst.contains(ExecInst::CLOSE) && o.qty.0 == 0;
+                    let side = (!whole).then_some(o.side);
+                    self.note_basis(shard, o.account, o.market, side, o.price);
                     if self.margin_checkable(o) {
                         let refusal =
                             self.reserve_order(shard, o.account, o.market, o.side, o.qty, o.price);
@@ -212,7 +216,7 @@ impl Engine {
                     if let Some(slot) = self.orders.slot_of(a.order) {
                         let r = self.orders.get(slot);
                         let price = a.price.or(r.price);
-                        self.note_basis(shard, a.account, a.order.market(), r.side, price);
+                        self.note_basis(shard, a.account, a.order.market(), Some(r.side), price);
                     }
                     if let Some(refusal) = self.reserve_amend(shard, a) {
                         shard.decisions.push(Decision { seq: cmd.seq, refusal });
@@ -224,23 +228,21 @@ impl Engine {
     }
 
     /// Keep the account's `Basis` in `market` as the segment begins, once per segment, for
-    /// an order or amend on `side` (limit `price`, `None`: Market) whose bankruptcy limit
-    /// may read it (`Engine::solvent_limit`). None is kept for the account's first order or
-    /// amend in the market in the segment where, as the segment begins, either
-    /// - it holds no position the order reduces and no margin-holding order on the other
-    ///   side (only its own fills could give it one before the order executes, and no
-    ///   earlier command of the segment is its), or
-    /// - it has no working order in the market, so its position stays as it is until the
-    ///   order executes, and closing that at the order's worst price realises no loss.
-    ///
+    /// an order or amend on `side` (`None`: either) whose bankruptcy limit may read it
+    /// (`Engine::solvent_limit`: only an order that reduces a position does). None is kept
+    /// for the account's first order or amend in the market in the segment where, as the
+    /// segment begins, it holds no position against `side` and no margin-holding order on
+    /// the other side: only such orders' fills, or an earlier order of its own in the
+    /// segment, could give it a position against `side` before the order executes.
     /// (R reads the state the segment began from wherever in its pass it is; an amend
-    /// names a resting order, whose side is known.)
+    /// names a resting order, whose side is known. `price` only weeds out orders M
+    /// refuses.)
     fn note_basis(
         &self,
         shard: &mut RiskShard,
         account: AccountId,
         market: MarketId,
-        side: Side,
+        side: Option<Side>,
         price: Option<Price>,
     ) {
         if !self.known_account(account) || !self.known_market(market) {
@@ -258,16 +260,10 @@ impl Engine {
                 shard.marked.push(at as u32);
                 let i = self.pm(account, market);
                 let pos = self.positions[i].qty;
-                let against = match side {
-                    Side::Buy => pos < 0,
-                    Side::Sell => pos > 0,
-                };
-                let am = &self.accounts[i];
-                let free = if against {
-                    let worst = price.unwrap_or_else(|| self.protection_price(market, side));
-                    am.open_orders == 0 && inst.value(Qty(pos), worst) >= self.positions[i].cost
-                } else {
-                    am.qty[side.opposite().index()] == 0
+                let free = match side {
+                    Some(Side::Buy) => pos >= 0 && self.accounts[i].qty[Side::Sell.index()] == 0,
+                    Some(Side::Sell) => pos <= 0 && self.accounts[i].qty[Side::Buy.index()] == 0,
+                    None => false,
                 };
                 if free {
                     shard.basis_mark[at] = SEEN;

@@ -694,6 +694,89 @@ fn a_close_counts_its_markets_unsettled_fills_in_its_segment() {
     h.engine.audit_full().unwrap();
 }
 
+/// The exception to the bankruptcy limit that settling at the segment's end makes: a close
+/// does not see what the account lost in another market earlier in its segment, and the
+/// fund covers the gap, as for a maker. Two XBTUSDT-like linear markets (2 and a copy, 3):
+/// value = qty × ticks / 2 USDt; IM 1%, taker 0.075%, maker −0.01%. The same commands cut
+/// into two groups keep the old, exact limit.
+#[test]
+fn a_close_does_not_see_a_loss_in_another_market_earlier_in_its_segment() {
+    const ONE_USDT: i64 = 1_000_000;
+    let setup = |bid: i64| {
+        let mut config = EngineConfig::reference(2);
+        let mut copy = config.markets[2].clone();
+        copy.instrument.symbol = "XBTUSDT2".to_string();
+        config.markets.push(copy);
+        config.insurance_fund[USDT.index()] = 1_000 * ONE_USDT;
+        let mut h = Harness::new(&config);
+        h.deposit(0, USDT, 50_000 * ONE_USDT);
+        h.deposit(1, USDT, 200 * ONE_USDT);
+        // Account 1, cross, buys 0.5 XBT in market 2 and 0.05 XBT in market 3 at 10000.0:
+        // costs 5,000,000,000 and 500,000,000, taker fees 3,750,000 and 375,000; wallet
+        // 200,000,000 − 4,125,000 = 195,875,000.
+        h.run(Command::Place(limit(0, 2, Side::Sell, 500_000, 20_000)));
+        h.run(Command::Place(market(1, 2, Side::Buy, 500_000)));
+        h.run(Command::Place(limit(0, 3, Side::Sell, 50_000, 20_000)));
+        h.run(Command::Place(market(1, 3, Side::Buy, 50_000)));
+        assert_eq!(wallet(&h, 1, USDT), 195_875_000);
+        // Market 3 commits posInit ⌈1% × 500,000,000⌉ = 5,000,000 + posComm ⌈505,000,000 ×
+        // 0.075%⌉ = 378,750: the market-2 position's margin is 195,875,000 − 5,378,750.
+        assert_eq!(h.engine.position_margin(AccountId(1), MarketId(2)), 190_496_250);
+        // Bids: 0.05 XBT at 9000.0 in market 3, 0.5 XBT at `bid` in market 2.
+        h.run(Command::Place(limit(0, 3, Side::Buy, 50_000, 18_000)));
+        h.run(Command::Place(limit(0, 2, Side::Buy, 500_000, bid)));
+        h
+    };
+    let close_3 = Command::Place(market(1, 3, Side::Sell, 50_000));
+    let close_2 = Command::Place(limit(1, 2, Side::Sell, 500_000, 18_000));
+    let covered = |ev: &[Event]| {
+        ev.iter()
+            .filter_map(|e| match *e {
+                Event::InsuranceCovered { account, amount, .. } => Some((account.0, amount)),
+                Event::FeeShortfall { account, amount, .. } => Some((account.0, -amount)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // One segment. Market 3's close sells at 9000.0: realised 50,000 × 18,000 / 2 −
+    // 500,000,000 = −50,000,000, fee 0.075% × 450,000,000 = 337,500 (its own bankruptcy
+    // margin, 195,875,000 − market 2's 53,787,500, covers the loss). Market 2's close works
+    // its limit from the segment's start: 190,496,250 of margin, 250,000 × t ≥
+    // 5,000,000,000 − 190,496,250 ⇔ t ≥ 19,238.02…, so it sells all 0.5 XBT at 19,400:
+    // realised 250,000 × 19,400 − 5,000,000,000 = −150,000,000. Settled in fill order, the
+    // wallet has 195,875,000 − 50,000,000 − 337,500 = 145,537,500 left for it: the fund
+    // covers 4,462,500, and all of the 0.075% × 4,850,000,000 = 3,637,500 fee falls short.
+    let mut h = setup(19_400);
+    let fund = h.engine.ledger().balance(Entry::Insurance, USDT);
+    let ev = h.run_group(&[close_3, close_2]);
+    assert_eq!(fills(&ev).len(), 2, "{ev:?}");
+    assert_eq!(covered(&ev), [(1, 4_462_500), (1, -3_637_500)], "{ev:?}");
+    assert_eq!(wallet(&h, 1, USDT), 0);
+    assert_eq!(h.engine.ledger().balance(Entry::Insurance, USDT), fund - 4_462_500);
+    h.engine.audit_full().unwrap();
+
+    // Cut between them, market 2's close sees the loss: margin 145,537,500 (market 3 is
+    // closed), 250,000 × t ≥ 4,854,462,500 ⇔ t ≥ 19,417.85, so 19,418: the bid at 19,400 is
+    // past it, nothing trades, and the fund pays nothing.
+    let mut h = setup(19_400);
+    h.run_group(&[close_3]);
+    let ev = h.run_group(&[close_2]);
+    assert!(fills(&ev).is_empty(), "{ev:?}");
+    assert_eq!(covered(&ev), [], "{ev:?}");
+    assert_eq!(wallet(&h, 1, USDT), 145_537_500);
+    h.engine.audit_full().unwrap();
+
+    // The limit reads the segment's start, not market 3's rows as the close left them: with
+    // the bid at 19,230 < 19,239 nothing trades in one segment either. (Market 3 closed,
+    // its 5,378,750 no longer committed, the margin would be 195,875,000: t ≥ 19,216.5.)
+    let mut h = setup(19_230);
+    let ev = h.run_group(&[close_3, close_2]);
+    assert_eq!(fills(&ev).len(), 1, "only market 3's close trades: {ev:?}");
+    assert_eq!(covered(&ev), [], "{ev:?}");
+    h.engine.audit_full().unwrap();
+}
+
 /// A rebate the fee account cannot fund: the taker's fee fell short (a close at exactly the
 /// bankruptcy price) and a maker's bankrupt loss had drained the fee account into the empty
 /// insurance fund. Both `FeeShortfall`s say what did not move. XBTUSDT: value = qty ×
