@@ -337,3 +337,61 @@ fn fills_are_checked_for_maintenance_when_their_group_ends() {
 fn fills(events: &[Event]) -> usize {
     events.iter().filter(|e| matches!(e, Event::Fill { .. })).count()
 }
+
+/// Auto-deleveraging never closes a counterparty past its own bankruptcy price: the loss
+/// would land on the fund ADL stands in for, and an empty fund halts the engine. XBTUSDT
+/// (market 2, linear): value = qty × ticks / 2 USDt; IM 1%, taker 0.075%, maker −0.01%.
+/// Accounts: 0 sells (rich), 1 the victim, 2 a thin short, 3 a rich long.
+#[test]
+fn deleveraging_skips_a_counterparty_it_would_bankrupt() {
+    const ONE_USDT: i64 = 1_000_000;
+    let mut cfg = EngineConfig::reference(4);
+    cfg.insurance_fund = [0, 0];
+    let mut h = Harness::new(&cfg);
+    h.deposit(0, USDT, 50_000 * ONE_USDT);
+    h.deposit(1, USDT, 20 * ONE_USDT);
+    h.deposit(2, USDT, 10 * ONE_USDT);
+    h.deposit(3, USDT, 50_000 * ONE_USDT);
+    // Account 2 sells 0.08 XBT at 10000.0 to account 3 (maker rebate 0.01% × 800,000,000 =
+    // 80,000: wallet 10,080,000).
+    h.run(Command::Place(limit(2, 2, Side::Sell, 80_000, 20_000)));
+    h.run(Command::Place(limit(3, 2, Side::Buy, 80_000, 20_000)));
+    h.run(Command::SetLeverage {
+        account: AccountId(1),
+        market: MarketId(2),
+        leverage: Leverage(10_000),
+    });
+    h.run(Command::Place(limit(0, 2, Side::Sell, 100_000, 21_800)));
+    // One group: account 1 buys 0.1 XBT at 10900.0 from account 0 (100x isolated, far above
+    // the 10000.0 mark), and account 0 buys 0.08 back at 10000.0 from account 3, which
+    // offers its long there. Shorts left: account 0, 0.02 at 10900.0; account 2, 0.08 at
+    // 10000.0.
+    // The victim: cost 100,000 × 21,800 / 2 = 1,090,000,000; margin posInit 10,900,000 +
+    // posComm ⌈1,100,900,000 × 0.075%⌉ = 825,675 = 11,725,675; bankruptcy 50,000 × t ≥
+    // 1,078,274,325 ⇔ t ≥ 21,565.49, so 21,566 (10783.0) — above the mark, where the group's
+    // end finds it under maintenance and takes it over. No bid, an empty fund: ADL at 21,566.
+    let ev = h.run_group(&[
+        Command::Place(limit(1, 2, Side::Buy, 100_000, 21_800)),
+        Command::Place(limit(3, 2, Side::Sell, 80_000, 20_000)),
+        Command::Place(limit(0, 2, Side::Buy, 80_000, 20_000)),
+    ]);
+    assert_eq!(liquidated(&ev), Some((100_000, Price(21_566))), "{ev:?}");
+    // Account 0 (rank first: in profit) is closed for its 0.02. Account 2 would buy its
+    // 0.08 back at 21,566: a loss of 40,000 × 21,566 − 800,000,000 = 62,640,000 on a wallet
+    // of 10,080,000 (its bankruptcy price: 40,000 × t ≤ 810,080,000 ⇔ t ≤ 20,252). It is
+    // skipped; the liquidation engine offers the rest at the bankruptcy price instead.
+    let deleveraged: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Deleveraged { account, qty, price, .. } => Some((account.0, qty, price.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleveraged, [(0, 20_000, 21_566)], "{ev:?}");
+    assert!(!ev.iter().any(|e| matches!(e, Event::Halted { .. })), "{ev:?}");
+    assert_eq!(h.engine.position(AccountId(2), MarketId(2)).qty, -80_000);
+    assert_eq!(h.engine.position(h.engine.liquidator(), MarketId(2)).qty, 80_000);
+    assert_eq!(h.engine.book(MarketId(2)).best_ask(), Some(Price(21_566)));
+    assert_eq!(insurance(&h, USDT), 0);
+    h.engine.audit_full().unwrap();
+}
