@@ -15,8 +15,7 @@
 //!    mark tick, or — when the fund cannot cover the loss — is auto-deleveraged.
 //! 4. Auto-deleveraging closes opposing positions at the bankruptcy price, the highest ADL
 //!    rank first (PnL% × effective leverage for profitable positions), cancelling their
-//!    orders in that market. It passes over a position that closing there would take past
-//!    its own bankruptcy price; what no one can take rests at the bankruptcy price.
+//!    orders in that market.
 //!
 //! Margin backing a position: isolated, its position margin (posInit + posComm) plus any
 //! margin transferred in; cross, the wallet less what every other position and order of
@@ -539,10 +538,7 @@ impl Engine {
     }
 
     /// Close the liquidation engine's position against opposing positions in ADL order, at
-    /// `price` (the bankruptcy price of the liquidated position). A position that closing
-    /// there would take past its own bankruptcy price is passed over (its loss would land
-    /// on the fund that ADL stands in for); what no one can take rests at `price`, worked
-    /// again on the next mark tick, as when the book is out of liquidity.
+    /// `price` (the bankruptcy price of the liquidated position).
     fn deleverage<S: EventSink>(&mut self, seq: Seq, market: MarketId, price: Price, sink: &mut S) {
         let li = self.pm(self.liquidator, market);
         let sign = -self.positions[li].qty.signum();
@@ -553,12 +549,9 @@ impl Engine {
             }
             let account = candidate.account;
             let pos = self.position(account, market);
-            let closing = if pos.qty > 0 { Side::Sell } else { Side::Buy };
-            if self.solvent_limit(account, market, closing, Some(price)) != Some(price) {
-                continue;
-            }
             let qty = pos.qty.abs().min(left);
             self.cancel_market_orders(seq, account, market, CancelReason::Deleveraged, sink);
+            let closing = if pos.qty > 0 { Side::Sell } else { Side::Buy };
             self.trade_with_liquidator(seq, account, market, closing, Qty(qty), price, sink);
             let delta = -pos.qty.signum() * qty;
             sink.emit(Event::Deleveraged { seq, account, market, qty: delta, price });
@@ -566,10 +559,6 @@ impl Engine {
             // profit its other cross positions may have leant on.
             let currency = self.markets[market.0 as usize].inst.settle;
             self.check_account(account, currency);
-        }
-        if self.positions[li].qty != 0 && self.halt.is_none() {
-            let tif = TimeInForce::GoodTillCancel;
-            self.liquidation_order(seq, market, OrdType::Limit, tif, price, sink);
         }
     }
 }
