@@ -29,7 +29,10 @@
 //!    position's bankruptcy price, so the insurance fund covers only makers, gaps and the
 //!    liquidation engine (every command) — or a taker that filled in another market of the
 //!    currency earlier in its group, which the bankruptcy price, worked from the money its
-//!    segment began with, does not see.
+//!    segment began with, does not see. Runs with the huge fund also rest orders deep in the
+//!    book and close whole positions into them, so a close can reach past its bankruptcy
+//!    price there (with a smaller fund, makers filled that deep drain it, and the engine
+//!    halts by design).
 //! 8. The events explain every balance change (every command): each wallet, the fee
 //!    account and the insurance fund move exactly by what Deposited, Realised (the
 //!    liquidation engine's into the fund), InsuranceCovered, FundTopUp, the Fill fees and
@@ -49,7 +52,7 @@ use common::{balances, cut_lengths, first_difference, group_sizes, reconcile};
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
-use amdahl_engine::testkit::{Harness, limit};
+use amdahl_engine::testkit::{Harness, limit, market};
 use amdahl_engine::{Engine, EngineConfig, Lifecycle};
 use amdahl_ledger::Entry;
 use amdahl_risk::Position;
@@ -98,6 +101,20 @@ enum Op {
         buy: bool,
         lots: u8,
     },
+    /// A Market order closing the account's whole position in the market (if it is flat:
+    /// a cancel-all there instead).
+    Close {
+        a: u8,
+        m: u8,
+    },
+    /// Account 0, the liquidity, rests a limit order `pct`% from the mark on the passive
+    /// side: deep in the book, where a close can walk past its bankruptcy price.
+    Deep {
+        m: u8,
+        buy: bool,
+        pct: u8,
+        lots: u8,
+    },
     /// Leverage from the table `LEVERAGES` (index 7: cross).
     Leverage {
         a: u8,
@@ -133,8 +150,11 @@ fn op() -> impl Strategy<Value = Op> {
         14 => (mkt.clone(), bp).prop_map(|(m, bp)| Op::Mark { m, bp }),
         24 => (acct.clone(), mkt.clone(), any::<bool>(), -10i8..=10, lots.clone(), any::<bool>())
             .prop_map(|(a, m, buy, k, lots, ioc)| Op::Limit { a, m, buy, k, lots, ioc }),
-        8 => (acct.clone(), mkt.clone(), any::<bool>(), lots)
+        8 => (acct.clone(), mkt.clone(), any::<bool>(), lots.clone())
             .prop_map(|(a, m, buy, lots)| Op::Market { a, m, buy, lots }),
+        5 => (acct.clone(), mkt.clone()).prop_map(|(a, m)| Op::Close { a, m }),
+        5 => (mkt.clone(), any::<bool>(), 2u8..=9, lots)
+            .prop_map(|(m, buy, pct, lots)| Op::Deep { m, buy, pct, lots }),
         6 => (acct.clone(), mkt.clone(), 0u8..8).prop_map(|(a, m, lev)| Op::Leverage { a, m, lev }),
         4 => any::<u16>().prop_map(|pick| Op::Cancel { pick }),
         1 => (acct.clone(), mkt.clone()).prop_map(|(a, m)| Op::CancelAll { a, m }),
@@ -243,6 +263,26 @@ fn materialize(op: Op, engine: &Engine, seen: &[(OrderId, AccountId)]) -> Comman
                 display_qty: None,
                 client_tag: 0,
             })
+        }
+        Op::Close { a, m } => {
+            let (account, mid) = (AccountId(a as u32), MarketId(m as u16));
+            let qty = engine.position(account, mid).qty;
+            if qty == 0 {
+                return Command::CancelAll { account, market: Some(mid) };
+            }
+            Command::Place(NewOrder {
+                side: if qty > 0 { Side::Sell } else { Side::Buy },
+                time_in_force: TimeInForce::ImmediateOrCancel,
+                ..market(a as u32, m as u16, Side::Buy, qty.abs())
+            })
+        }
+        Op::Deep { m, buy, pct, lots } => {
+            let mid = MarketId(m as u16);
+            let mark = engine.mark(mid).0;
+            let away = (mark * pct as i64 / 100).max(1);
+            let price = if buy { mark - away } else { mark + away };
+            let qty = order_qty(engine, mid, lots);
+            Command::Place(limit(0, m as u16, side(buy), qty.0, price.max(1)))
         }
         Op::Leverage { a, m, lev } => Command::SetLeverage {
             account: AccountId(a as u32),
@@ -797,6 +837,16 @@ struct Replayed {
 }
 
 fn check(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], fund: u8) -> Result<Stats, String> {
+    // Closes into deep books, where a close can walk past its bankruptcy price (the test
+    // of property 7), run with the huge fund only: there a maker filled past its own
+    // bankruptcy price is covered, as designed; with a small or empty one the fund runs
+    // dry and the engine halts, as designed too, which property 1 does not allow.
+    let ops: Vec<Op> = ops
+        .iter()
+        .filter(|op| fund == 2 || !matches!(op, Op::Deep { .. } | Op::Close { .. }))
+        .cloned()
+        .collect();
+    let ops = &ops[..];
     let mut run = run_checked(ops, cuts_a, fund)?;
     // 6a. The same cuts on other account-shard counts: stage R's shards, merged by
     // sequence number, decide exactly what one shard does.
