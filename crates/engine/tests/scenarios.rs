@@ -16,6 +16,7 @@ use amdahl_types::{
 const XBT: Currency = Currency::XBt;
 const USDT: Currency = Currency::USDt;
 const ONE_XBT: i64 = 100_000_000;
+const ONE_USDT: i64 = 1_000_000;
 
 fn harness() -> Harness {
     let mut h = Harness::new(&EngineConfig::reference(8));
@@ -554,23 +555,28 @@ fn stage_r_does_not_see_fills_earlier_in_its_segment() {
     h.engine.audit_full().unwrap();
 }
 
+/// Account 1, cross, with 200 USDT, buys 0.5 XBT of XBTUSDT from account 0 (50,000 USDT).
+/// XBTUSDT (linear, 0.5 USD ticks, qty in 1e-6 XBT): value = qty × ticks / 2 USDt. At
+/// 10000.0 (20000 ticks): value 500,000 × 20,000 / 2 = 5,000,000,000 (5,000 USDT); taker
+/// fee 0.075% = 3,750,000; wallet 196,250,000.
+fn half_xbt_long_on_200_usdt() -> Harness {
+    let mut h = Harness::new(&EngineConfig::reference(2));
+    h.deposit(0, USDT, 50_000 * ONE_USDT);
+    h.deposit(1, USDT, 200 * ONE_USDT);
+    h.run(Command::Place(limit(0, 2, Side::Sell, 500_000, 20_000)));
+    h.run(Command::Place(market(1, 2, Side::Buy, 500_000)));
+    assert_eq!(h.engine.position(AccountId(1), MarketId(2)).qty, 500_000);
+    assert_eq!(wallet(&h, 1, USDT), 196_250_000);
+    h
+}
+
 /// Closing a position may not trade past its bankruptcy price: beyond it the realised loss
 /// exceeds the margin behind the position, the wallet cannot pay it, and the insurance fund
 /// would (an empty fund halts the engine). Found by the risk soak: a cross long market-sold
 /// into a thin book down to the price band.
 #[test]
 fn a_closing_order_stops_at_the_bankruptcy_price() {
-    const ONE_USDT: i64 = 1_000_000;
-    let mut h = Harness::new(&EngineConfig::reference(2));
-    h.deposit(0, USDT, 50_000 * ONE_USDT);
-    h.deposit(1, USDT, 200 * ONE_USDT);
-    // XBTUSDT (linear, 0.5 USD ticks, qty in 1e-6 XBT): value = qty × ticks / 2 USDt.
-    // Account 1 buys 0.5 XBT at 10000.0 (20000 ticks): value 500,000 × 20,000 / 2 =
-    // 5,000,000,000 (5,000 USDT); taker fee 0.075% = 3,750,000; wallet 196,250,000.
-    h.run(Command::Place(limit(0, 2, Side::Sell, 500_000, 20_000)));
-    h.run(Command::Place(market(1, 2, Side::Buy, 500_000)));
-    assert_eq!(h.engine.position(AccountId(1), MarketId(2)).qty, 500_000);
-    assert_eq!(wallet(&h, 1, USDT), 196_250_000);
+    let mut h = half_xbt_long_on_200_usdt();
     // Bankruptcy (cross, the wallet is the margin): value ≥ cost − margin = 5,000,000,000 −
     // 196,250,000 = 4,803,750,000 ⇔ 250,000 × t ≥ 4,803,750,000 ⇔ t ≥ 19,215 (9607.5).
     assert_eq!(h.engine.bankruptcy_price(AccountId(1), MarketId(2)), Some(Price(19_215)));
@@ -638,14 +644,8 @@ fn a_closing_order_stops_at_the_bankruptcy_price() {
 /// `a_closing_order_stops_at_the_bankruptcy_price`.
 #[test]
 fn a_close_counts_its_markets_unsettled_fills_in_its_segment() {
-    const ONE_USDT: i64 = 1_000_000;
-    let mut h = Harness::new(&EngineConfig::reference(2));
-    h.deposit(0, USDT, 50_000 * ONE_USDT);
-    h.deposit(1, USDT, 200 * ONE_USDT);
-    // Long 0.5 XBT at 10000.0: cost 5,000,000,000, wallet 200,000,000 − 3,750,000 fee =
-    // 196,250,000.
-    h.run(Command::Place(limit(0, 2, Side::Sell, 500_000, 20_000)));
-    h.run(Command::Place(market(1, 2, Side::Buy, 500_000)));
+    // Long 0.5 XBT at 10000.0: cost 5,000,000,000, wallet 196,250,000.
+    let mut h = half_xbt_long_on_200_usdt();
     // Bids: 0.1 XBT at 9900.0 and 0.4 XBT at 9525.0 (19,050 ticks).
     h.run(Command::Place(limit(0, 2, Side::Buy, 100_000, 19_800)));
     h.run(Command::Place(limit(0, 2, Side::Buy, 400_000, 19_050)));
@@ -701,7 +701,6 @@ fn a_close_counts_its_markets_unsettled_fills_in_its_segment() {
 /// into two groups keep the old, exact limit.
 #[test]
 fn a_close_does_not_see_a_loss_in_another_market_earlier_in_its_segment() {
-    const ONE_USDT: i64 = 1_000_000;
     let setup = |bid: i64| {
         let mut config = EngineConfig::reference(2);
         let mut copy = config.markets[2].clone();
@@ -783,7 +782,6 @@ fn a_close_does_not_see_a_loss_in_another_market_earlier_in_its_segment() {
 /// ticks / 2 USDt; taker 0.075%, maker −0.01%.
 #[test]
 fn a_rebate_the_fee_account_cannot_fund_is_a_shortfall_too() {
-    const ONE_USDT: i64 = 1_000_000;
     let fees = |h: &Harness| h.engine.ledger().balance(Entry::Fees, USDT);
     let fund = |h: &Harness| h.engine.ledger().balance(Entry::Insurance, USDT);
     let mut h = Harness::new(&EngineConfig::reference(4));
