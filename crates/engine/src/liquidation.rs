@@ -209,15 +209,22 @@ impl Engine {
 
     /// The margin that backs the account's position in `market` (see the module docs).
     pub fn position_margin(&self, account: AccountId, market: MarketId) -> Money {
+        let wallet = self.ledger.wallet(account, self.instrument(market).settle);
+        let elsewhere = self.cross_elsewhere(account, market);
+        let margin = self.backing(account, market, wallet as i128, elsewhere).max(0);
+        Money::try_from(margin).expect("margin fits i64")
+    }
+
+    /// `position_margin` for a given wallet and `cross_elsewhere`, before it is floored at
+    /// zero: a cross position's is the wallet less what the rest commits, an isolated one's
+    /// its own.
+    fn backing(&self, account: AccountId, market: MarketId, wallet: i128, elsewhere: i128) -> i128 {
         let i = self.pm(account, market);
-        let pos = &self.positions[i];
-        if pos.leverage != Leverage::CROSS {
-            return self.margin_cache[i].init + self.extra_margin[i];
+        if self.positions[i].leverage == Leverage::CROSS {
+            wallet - elsewhere
+        } else {
+            (self.margin_cache[i].init + self.extra_margin[i]) as i128
         }
-        let currency = self.markets[market.0 as usize].inst.settle;
-        let wallet = self.ledger.wallet(account, currency) as i128;
-        let margin = wallet - self.committed_elsewhere(account, market);
-        Money::try_from(margin.max(0)).expect("margin fits i64")
     }
 
     /// What the account commits in the markets of `market`'s currency other than `market`
@@ -274,12 +281,7 @@ impl Engine {
         wallet: i128,
         elsewhere: i128,
     ) -> Money {
-        let i = self.pm(account, market);
-        let backing = if self.positions[i].leverage == Leverage::CROSS {
-            wallet - elsewhere
-        } else {
-            (self.margin_cache[i].init + self.extra_margin[i]) as i128
-        };
+        let backing = self.backing(account, market, wallet, elsewhere);
         let margin = backing.max(0).min(wallet.max(0));
         Money::try_from(margin).expect("margin fits i64")
     }

@@ -104,8 +104,8 @@ pub(crate) struct RiskShard {
     pub basis: Vec<Basis>,
 }
 
-/// `RiskShard::basis_mark`: nothing yet; an order of the segment named it while the account
-/// had neither a position nor an order there (no `Basis` needed yet); its `Basis` is kept.
+/// `RiskShard::basis_mark`: nothing yet; an order of the segment named it, and needed no
+/// `Basis` (`Engine::note_basis`); its `Basis` is kept.
 const UNSEEN: u8 = 0;
 const SEEN: u8 = 1;
 const NOTED: u8 = 2;
