@@ -201,11 +201,19 @@ pub struct Engine {
     /// they execute when the segment ends (`execute_fired`). `firing` is the round being
     /// executed, and `fired_refusals` stage R's decisions for it.
     fired: Vec<OrderId>,
+    /// The seq of the command each of `fired` fired in (`applying` then).
+    fired_at: Vec<Seq>,
     firing: Vec<OrderId>,
     pub(crate) fired_refusals: Vec<Option<RejectReason>>,
     /// Whether `begin_group` opened the current group, and the commands applied in it.
     group_begun: bool,
     group_applied: u64,
+    /// The command being applied.
+    applying: Seq,
+    /// `apply_group` matches each segment's market commands market by market
+    /// (`match_markets_in_turn`), and the events of each command of such a run.
+    in_turn: bool,
+    turn_events: Vec<Vec<Event>>,
 }
 
 impl Engine {
@@ -313,10 +321,14 @@ impl Engine {
             group: Vec::with_capacity(1 << 12),
             segment_end: 0,
             fired: Vec::with_capacity(1 << 10),
+            fired_at: Vec::with_capacity(1 << 10),
             firing: Vec::with_capacity(1 << 10),
             fired_refusals: Vec::with_capacity(1 << 10),
             group_begun: false,
             group_applied: 0,
+            applying: Seq(0),
+            in_turn: false,
+            turn_events: Vec::new(),
         }
     }
 
@@ -594,6 +606,11 @@ impl Engine {
     /// Stage R's decision for the new order of command `seq`, if R decided it. Commands
     /// are applied in sequence order, so the decisions are taken in order too.
     fn take_decision(&mut self, seq: Seq) -> Option<crate::risk::Decision> {
+        if self.in_turn {
+            // Market by market, commands come out of sequence order.
+            let at = self.decisions.binary_search_by_key(&seq, |d| d.seq).ok()?;
+            return Some(self.decisions[at]);
+        }
         while let Some(&d) = self.decisions.get(self.decided) {
             if d.seq > seq {
                 break;
@@ -611,10 +628,95 @@ impl Engine {
     pub fn apply_group<S: EventSink>(&mut self, group: &[Sequenced], sink: &mut S) -> bool {
         let Some(last) = group.last() else { return self.halt.is_none() };
         self.begin_group(group);
-        for cmd in group {
-            self.apply(cmd, sink);
+        if self.in_turn {
+            self.apply_in_turn(group, sink);
+        } else {
+            for cmd in group {
+                self.apply(cmd, sink);
+            }
         }
         self.end_group(last.seq, sink)
+    }
+
+    /// Match each segment's market commands market by market rather than in sequence
+    /// order (`apply_group` only): what a matcher per market will do, run on one thread.
+    /// The events, the state and the state hash must be exactly those of sequence order
+    /// (the property tests hold it to that): within a segment no market's matching may
+    /// read what another's writes.
+    #[doc(hidden)]
+    pub fn match_markets_in_turn(&mut self, on: bool) {
+        self.in_turn = on;
+    }
+
+    /// `apply_group`'s commands, each segment's run of market commands (all of it but the
+    /// command that ends it) market by market, the rest in order.
+    fn apply_in_turn<S: EventSink>(&mut self, group: &[Sequenced], sink: &mut S) {
+        let mut i = 0;
+        while i < group.len() {
+            if let Some(segment) = self.next_segment() {
+                self.risk_segment(segment);
+            }
+            let end = self.segment_end.min(group.len());
+            let mut j = i;
+            while j + 1 < end && self.halt.is_none() && self.lane(&group[j]).is_some() {
+                j += 1;
+            }
+            if j - i < 2 {
+                self.apply(&group[i], sink);
+                i += 1;
+                continue;
+            }
+            self.apply_run(&group[i..j], sink);
+            i = j;
+        }
+    }
+
+    /// Which matcher a command goes to in a run (the markets', then one for commands that
+    /// touch no market), or `None`: it must wait for every market (a day's first command,
+    /// which expires Day orders everywhere; a cancel-all across markets; a segment's end).
+    fn lane(&self, cmd: &Sequenced) -> Option<usize> {
+        if self.day != Some(cmd.time.day()) || self.ends_segment(&cmd.command) {
+            return None;
+        }
+        let market = match cmd.command {
+            Command::Place(o) => Some(o.market),
+            Command::Amend(a) => Some(a.order.market()),
+            Command::Cancel { order, .. } => Some(order.market()),
+            Command::CancelAll { market: Some(m), .. } => Some(m),
+            Command::Deposit { .. } => None,
+            _ => return None,
+        };
+        Some(match market {
+            Some(m) if self.known_market(m) => m.0 as usize,
+            _ => self.markets.len(),
+        })
+    }
+
+    /// A run of a segment's market commands, market by market (each in sequence order),
+    /// their events put back in sequence order; then the fills' money and the fired
+    /// orders, which the segment's end takes in sequence order.
+    fn apply_run<S: EventSink>(&mut self, run: &[Sequenced], sink: &mut S) {
+        let mut events = std::mem::take(&mut self.turn_events);
+        events.resize_with(events.len().max(run.len()), Vec::new);
+        for lane in 0..=self.markets.len() {
+            for (k, cmd) in run.iter().enumerate() {
+                if self.lane(cmd) == Some(lane) {
+                    self.apply(cmd, &mut events[k]);
+                }
+            }
+        }
+        for buffer in &mut events[..run.len()] {
+            for e in buffer.drain(..) {
+                sink.emit(e);
+            }
+        }
+        self.turn_events = events;
+        // Stable: within one command, fills and firings keep their order.
+        self.fill_money.sort_by_key(|f| f.seq);
+        let mut fired: Vec<(Seq, OrderId)> =
+            self.fired_at.iter().copied().zip(self.fired.iter().copied()).collect();
+        fired.sort_by_key(|&(seq, _)| seq);
+        (self.fired_at, self.fired) = fired.into_iter().unzip();
     }
 
     /// Apply one sequenced command, emitting its events.
@@ -632,9 +734,10 @@ impl Engine {
         // (A bench harness may apply more commands than it gave `begin_group`: R decides
         // nothing for those, and M checks an order among them against current state.)
         debug_assert!(
-            self.group.get(self.group_applied as usize).is_none_or(|c| c == cmd),
+            self.in_turn || self.group.get(self.group_applied as usize).is_none_or(|c| c == cmd),
             "apply takes the group's commands in order"
         );
+        self.applying = seq;
         self.group_applied += 1;
         self.audited_commands += 1;
         if let Some(account) = cmd.command.account()
@@ -1662,6 +1765,7 @@ impl Engine {
             rec.ord_type = now;
             rec.working = Working::Triggered;
             self.fired.push(id);
+            self.fired_at.push(self.applying);
         }
     }
 
@@ -1674,6 +1778,7 @@ impl Engine {
     fn execute_fired<S: EventSink>(&mut self, seq: Seq, sink: &mut S) {
         while !self.fired.is_empty() && self.halt.is_none() {
             std::mem::swap(&mut self.fired, &mut self.firing);
+            self.fired_at.clear();
             let firing = std::mem::take(&mut self.firing);
             // R reads the cross sums of the accounts the last round's fills changed.
             self.refresh_filled();

@@ -1365,8 +1365,9 @@ struct Replay {
 
 /// Replay a concrete stream cut into groups of `cuts` commands, on an engine of `shards`
 /// account shards.
-fn replay(commands: &[Sequenced], cuts: &[usize], shards: u32) -> Replay {
+fn replay(commands: &[Sequenced], cuts: &[usize], shards: u32, in_turn: bool) -> Replay {
     let mut engine = Engine::with_shards(&config(), shards);
+    engine.match_markets_in_turn(in_turn);
     let mut events = Vec::new();
     let mut ok = true;
     let mut at = 0;
@@ -1433,9 +1434,13 @@ fn check_stream(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], opts: &Opts) -> Result
     // 6a: the same cuts on other account-shard counts: stage R per shard, merged by
     // sequence number, decides what one shard decides.
     for shards in [2, 7] {
-        let run = replay(&out.commands, &out.cuts, shards);
+        let run = replay(&out.commands, &out.cuts, shards, false);
         same_run(&out, run, &format!("{shards} shards"), |_| false)?;
     }
+    // 6c: the same cuts, each segment's market commands matched market by market (what a
+    // matcher per market does): within a segment no market reads what another writes.
+    let run = replay(&out.commands, &out.cuts, 1, true);
+    same_run(&out, run, "markets in turn", |_| false)?;
     // 6b: other cuts give the same events and state, or first differ where cuts decide.
     let other = cut_lengths(cuts_b, out.commands.len());
     // The first difference must be one the cuts decide: one run refused (or executed a
@@ -1446,7 +1451,7 @@ fn check_stream(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], opts: &Opts) -> Result
     // is found only where a group ended in the dip.
     // Where a fill's money settles is where its segment ends, so settlement events are
     // compared apart (`first_difference`).
-    let run = replay(&out.commands, &other, 1);
+    let run = replay(&out.commands, &other, 1, false);
     let equal = same_run(&out, run, "other cuts", |run| {
         match first_difference(&run.events, &out.events) {
             Some(d) => d.by_cuts(cut_dependent),
