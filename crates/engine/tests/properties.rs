@@ -19,8 +19,13 @@
 //!    identical events and final `state_hash()` (6a); with other cuts, identical too, or
 //!    the first difference is one the cuts decide: a margin decision, which stage R makes
 //!    against the state its segment began from; where a fired order executes, which is
-//!    when its segment ends; or an order refused `InLiquidation`, since fills are checked
-//!    for maintenance when their group ends (6b). `Halted` never occurs.
+//!    when its segment ends; an order refused `InLiquidation`, since fills are checked
+//!    for maintenance when their group ends; or a closing order's bankruptcy limit, worked
+//!    from the money its segment began with. Settlement events are compared apart: a fill's
+//!    money moves when its segment ends (6b). `Halted` never occurs. With the same cuts,
+//!    each segment's market commands matched market by market
+//!    (`Engine::match_markets_in_turn`, what a matcher per market does) give identical
+//!    events and state hash too (6c).
 //! 7. Events are internally consistent: fill qty > 0, leaves ≥ 0 and continuous, the fill
 //!    is at the maker's price and within the taker's limit (Market: within the band around
 //!    the mark), value = `Instrument::value`, both fees are the rate × value (zero for the

@@ -24,7 +24,9 @@
 //!    which stage R makes against the state its segment began from; where a fired order
 //!    executes, which is when its segment ends; or which accounts fills leave in
 //!    liquidation (the liquidations found, and the orders refused `InLiquidation`), since
-//!    fills are checked for maintenance when their group ends (6b).
+//!    fills are checked for maintenance when their group ends; or a closing order's
+//!    bankruptcy limit, worked from the money its segment began with. Settlement events are
+//!    compared apart: a fill's money moves when its segment ends (6b).
 //! 7. A taker never realises a loss its wallet cannot pay: it trades no further than its
 //!    position's bankruptcy price, so the insurance fund covers only makers, gaps and the
 //!    liquidation engine (every command) — or a taker that filled in another market of the
