@@ -26,7 +26,9 @@
 //!    liquidation (the liquidations found, and the orders refused `InLiquidation`), since
 //!    fills are checked for maintenance when their group ends; or a closing order's
 //!    bankruptcy limit, worked from the money its segment began with. Settlement events are
-//!    compared apart: a fill's money moves when its segment ends (6b).
+//!    compared apart: a fill's money moves when its segment ends (6b). With the same cuts,
+//!    each segment's market commands matched market by market
+//!    (`Engine::match_markets_in_turn`) give identical events and state hash too (6c).
 //! 7. A taker never realises a loss its wallet cannot pay: it trades no further than its
 //!    position's bankruptcy price, so the insurance fund covers only makers, gaps and the
 //!    liquidation engine (every command) — or a taker that filled in another market of the
@@ -735,8 +737,13 @@ fn replay(
     fund: u8,
     shards: u32,
     other_cuts: bool,
+    in_turn: bool,
 ) -> Result<(), Replayed> {
     let mut engine = Engine::with_shards(&config(fund), shards);
+    // Markets in turn take a group whole (`apply_group`); with the same cuts every feed is
+    // at a group's start, before any of its commands.
+    engine.match_markets_in_turn(in_turn);
+    let mut whole = Vec::new();
     let mut events = Vec::new();
     let mut feeds = run.feeds.iter().peekable();
     let mut regen: VecDeque<Command> = VecDeque::new();
@@ -758,7 +765,10 @@ fn replay(
     };
     for &len in cuts {
         let group = &run.stream[at..at + len];
-        engine.begin_group(group);
+        if !in_turn {
+            engine.begin_group(group);
+        }
+        whole.clear();
         for (i, recorded) in group.iter().enumerate().map(|(k, r)| (at + k, r)) {
             while let Some((fed, taken)) = feeds.peek() {
                 if *fed != i {
@@ -798,10 +808,19 @@ fn replay(
             if cmd != *recorded {
                 return err(format!("seq {}: replayed {cmd:?}", i + 1), &events);
             }
-            engine.apply(&cmd, &mut events);
+            if in_turn {
+                whole.push(cmd);
+            } else {
+                engine.apply(&cmd, &mut events);
+            }
         }
         at += len;
-        if !engine.end_group(group[len - 1].seq, &mut events) {
+        let ok = if in_turn {
+            engine.apply_group(&whole, &mut events)
+        } else {
+            engine.end_group(group[len - 1].seq, &mut events)
+        };
+        if !ok {
             return err(format!("the replay halted: {:?}", engine.halt_evidence()), &events);
         }
     }
@@ -853,14 +872,17 @@ fn check(ops: &[Op], cuts_a: &[u8], cuts_b: &[u8], fund: u8) -> Result<Stats, St
     // 6a. The same cuts on other account-shard counts: stage R's shards, merged by
     // sequence number, decide exactly what one shard does.
     for shards in [2, 5] {
-        replay(&run, &run.cuts, fund, shards, false).map_err(|r| r.msg)?;
+        replay(&run, &run.cuts, fund, shards, false, false).map_err(|r| r.msg)?;
     }
+    // 6c. The same cuts, each segment's market commands matched market by market (what a
+    // matcher per market does): identical too.
+    replay(&run, &run.cuts, fund, 1, false, true).map_err(|r| format!("in turn: {}", r.msg))?;
     // 6b. Other cuts: identical, or the first difference is one the cuts decide (stage R
     // decides against the state its segment began from, a fired order executes when its
     // segment ends, and fills are checked for maintenance when their group ends;
     // everything before the first one was decided alike).
     let other = cut_lengths(cuts_b, run.stream.len());
-    match replay(&run, &other, fund, 1, true) {
+    match replay(&run, &other, fund, 1, true, false) {
         Ok(()) => run.stats.other_cuts_equal += 1,
         Err(r) if r.refused => run.stats.other_cuts_at_margin += 1,
         Err(r) => return Err(r.msg),
