@@ -571,7 +571,8 @@ impl Engine {
 
     /// Take the shards' decisions into one list in sequence order, and clear the shards.
     pub(crate) fn merge_decisions(&mut self, risk: &mut [crate::risk::RiskShard]) {
-        self.clear_basis();
+        // The last segment's end cleared its own (R decides nothing once halted).
+        debug_assert!(self.basis.is_empty(), "a Basis outlived its segment");
         for shard in risk.iter() {
             for b in &shard.basis {
                 let i = self.pm(b.account, b.market);
@@ -595,7 +596,7 @@ impl Engine {
         self.decisions.sort_unstable_by_key(|d| d.seq);
     }
 
-    /// Forget the segment's `Basis` (when the segment ends, or R decides the next).
+    /// Forget the segment's `Basis` (when the segment ends).
     fn clear_basis(&mut self) {
         for b in &self.basis {
             self.basis_at[b.account.0 as usize * self.markets.len() + b.market.0 as usize] = NIL;

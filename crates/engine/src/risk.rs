@@ -272,7 +272,7 @@ impl Engine {
             }
         }
         shard.basis_mark[at] = NOTED;
-        let wallet = self.ledger.wallet(account, self.markets[market.0 as usize].inst.settle);
+        let wallet = self.ledger.wallet(account, inst.settle);
         let elsewhere = self.cross_elsewhere(account, market);
         shard.basis.push(Basis { account, market, wallet, elsewhere });
     }

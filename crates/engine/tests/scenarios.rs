@@ -89,6 +89,17 @@ fn amend_qty(account: u32, order: OrderId, qty: i64) -> AmendOrder {
     }
 }
 
+/// The events as short labels: `label`'s where it gives one, else the variant's name.
+fn labels(ev: &[Event], label: impl Fn(&Event) -> Option<String>) -> Vec<String> {
+    ev.iter()
+        .map(|e| {
+            label(e).unwrap_or_else(|| {
+                format!("{e:?}").split_whitespace().next().unwrap_or("").to_string()
+            })
+        })
+        .collect()
+}
+
 fn wallet(h: &Harness, a: u32, c: Currency) -> i64 {
     h.engine.ledger().wallet(AccountId(a), c)
 }
@@ -664,17 +675,14 @@ fn a_close_counts_its_markets_unsettled_fills_in_its_segment() {
     // (Without its market's unsettled fill it would read 196,250,000: t ≥ 19,018.75, and it
     // would sell at 19,050, losing 190,000,000 of a 185,507,500 wallet.)
     // The first fill's money moves when the segment ends, after both.
-    let kinds: Vec<String> = ev
-        .iter()
-        .map(|e| match e {
-            Event::Fill { price, qty, .. } => format!("Fill/{}/{}", price.0, qty.0),
-            Event::OrderCanceled { reason, .. } => format!("Canceled/{reason:?}"),
-            Event::Realised { seq, account, amount, .. } => {
-                format!("Realised/{}/{}/{amount}", seq.0, account.0)
-            }
-            other => format!("{other:?}").split_whitespace().next().unwrap_or("").to_string(),
-        })
-        .collect();
+    let kinds = labels(&ev, |e| match e {
+        Event::Fill { price, qty, .. } => Some(format!("Fill/{}/{}", price.0, qty.0)),
+        Event::OrderCanceled { reason, .. } => Some(format!("Canceled/{reason:?}")),
+        Event::Realised { seq, account, amount, .. } => {
+            Some(format!("Realised/{}/{}/{amount}", seq.0, account.0))
+        }
+        _ => None,
+    });
     // (The maker, short from 10000.0, realises the opposite +10,000,000.)
     assert_eq!(
         kinds,
@@ -906,14 +914,11 @@ fn a_takers_money_moves_after_its_fills_in_fill_order() {
     // Each fill takes half the cost, −1,000,000. At 9990.0 the 100 are worth
     // 100 × round(−1e8 / 9990 = −10010.01) = −1,001,000: realised −1,000 (the long's loss
     // is 100 × (10000 − 10010)). At 9980.0: 100 × round(−10020.04) = −1,002,000: −2,000.
-    let kinds: Vec<String> = ev
-        .iter()
-        .map(|e| match e {
-            Event::Fill { maker_account, .. } => format!("Fill/{}", maker_account.0),
-            Event::Realised { account, amount, .. } => format!("Realised/{}/{amount}", account.0),
-            other => format!("{other:?}").split_whitespace().next().unwrap_or("").to_string(),
-        })
-        .collect();
+    let kinds = labels(&ev, |e| match e {
+        Event::Fill { maker_account, .. } => Some(format!("Fill/{}", maker_account.0)),
+        Event::Realised { account, amount, .. } => Some(format!("Realised/{}/{amount}", account.0)),
+        _ => None,
+    });
     assert_eq!(
         kinds,
         ["OrderAccepted", "Fill/2", "Fill/3", "Realised/1/-1000", "Realised/1/-2000"],
