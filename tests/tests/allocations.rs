@@ -118,9 +118,13 @@ fn pipeline_steady_state_allocates_nothing() {
     let g = workload();
     let all: Vec<Sequenced> = g.setup.iter().chain(&g.commands).copied().collect();
     let warm_up = g.setup.len() + g.commands.len() / 2;
-    for topology in
-        [Topology::threads(2), Topology { publish_on: 0, risk_fan_out: 1, ..Topology::threads(3) }]
-    {
+    // The last matches every run of two or more market commands market by market, on
+    // both threads (`Topology::match_fan_out`).
+    for topology in [
+        Topology::threads(2),
+        Topology { publish_on: 0, risk_fan_out: 1, ..Topology::threads(3) },
+        Topology { match_fan_out: 2, ..Topology::threads(2) },
+    ] {
         let options = PublishOptions { collect_events: false, clock: None };
         let mut pipeline = Pipeline::start(&g.engine, &topology, options, 0).expect("starts");
         let (first, second) = all.split_at(warm_up.next_multiple_of(64));

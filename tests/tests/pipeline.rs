@@ -119,26 +119,32 @@ fn topologies() -> Vec<Topology> {
         // Two threads, publishing on the helper: the 2-core layout.
         Topology::threads(2),
         // Two threads dealing five account shards (the core re-margins three), stage R
-        // fanned out for every group.
-        Topology { account_shards: 5, risk_fan_out: 1, ..Topology::threads(2) },
+        // fanned out for every group, and every run of two or more market commands
+        // matched by a matcher per market, the markets dealt over both threads.
+        Topology { account_shards: 5, risk_fan_out: 1, match_fan_out: 2, ..Topology::threads(2) },
         // Three threads but two shards (the second helper idles), publishing inline on the
-        // core thread, the core yielding.
+        // core thread, the core yielding; matchers per market for runs of 8 or more.
         Topology {
             publish_on: 0,
             account_shards: 2,
             core_wait: Wait::Yield,
+            match_fan_out: 8,
             ..Topology::threads(3)
         },
         // Four shards, publishing on a middle helper, helpers yielding, tiny rings (so
-        // producers meet full rings), pinned to core 0 and to cores that may not exist.
+        // producers meet full rings), pinned to core 0 and to cores that may not exist;
+        // matchers per market for runs of 3 or more.
         Topology {
             publish_on: 2,
             helper_wait: Wait::Yield,
             ring_slots: 64,
             pin: vec![0, 1, 63, 1000],
             risk_fan_out: 40,
+            match_fan_out: 3,
             ..Topology::threads(4)
         },
+        // Two threads, no matchers per market: sequence order on the core.
+        Topology { match_fan_out: 0, ..Topology::threads(2) },
     ]
 }
 

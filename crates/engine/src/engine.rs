@@ -1,22 +1,25 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use amdahl_book::{Book, BookConfig, Match, RestingOrder, Taker};
+use amdahl_book::{Book, BookConfig};
 use amdahl_ledger::{Entry, Ledger};
 use amdahl_risk::{Instrument, Position};
 use amdahl_types::{
-    AccountId, AmendOrder, CancelReason, Command, Currency, Event, ExecInst, Leverage, MarketId,
-    Money, NewOrder, OrdType, OrderId, Price, Qty, Rate, RejectReason, Seq, Sequenced, Side,
-    TimeInForce, Timestamp, TriggerRef,
+    AccountId, CancelReason, Command, Currency, Event, Leverage, MarketId, Money, NewOrder,
+    OrdType, OrderId, Price, Qty, Rate, RejectReason, Seq, Sequenced, Side, TimeInForce, Timestamp,
+    TriggerRef,
 };
 
 use crate::audit::HaltEvidence;
 use crate::config::EngineConfig;
+use crate::desk::{Desk, Filled, Lane, MatchJob, Scratch, Shards, Tagged};
 use crate::margin::{AccountMarket, committed};
 use crate::orders::{NIL, OrderRecord, Orders, Working};
 use crate::remargin::{AccountShard, MarginCache};
 use crate::sink::EventSink;
 use crate::triggers::TriggerHeap;
+use amdahl_disjoint::Rows;
+use amdahl_disjoint::Work;
 
 /// The ledger for writing. Shard threads read it only during a tick's fan-out, and the
 /// engine waits for every shard before it goes on, so outside a fan-out this is the only
@@ -28,14 +31,14 @@ pub(crate) fn edit(ledger: &mut Arc<Ledger>) -> &mut Ledger {
 
 /// Which way the trigger price must move to fire a conditional order.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Direction {
+pub(crate) enum Direction {
     /// Fires when the reference price is at or above `stop_px` (buy Stop, sell IfTouched).
     Rising,
     /// Fires when the reference price is at or below `stop_px` (sell Stop, buy IfTouched).
     Falling,
 }
 
-fn direction(side: Side, placed: OrdType) -> Direction {
+pub(crate) fn direction(side: Side, placed: OrdType) -> Direction {
     let stop = matches!(placed, OrdType::Stop | OrdType::StopLimit);
     match (side, stop) {
         (Side::Buy, true) | (Side::Sell, false) => Direction::Rising,
@@ -47,14 +50,41 @@ fn direction(side: Side, placed: OrdType) -> Direction {
 pub(crate) struct Triggers {
     pub rising: [TriggerHeap; 3],
     pub falling: [TriggerHeap; 3],
+    /// Per slot of the market's slice of the order table (from `base`): its place in its
+    /// heap (`NIL` if not untriggered). The heaps hold these local slot numbers.
+    at: Vec<u32>,
+    base: u32,
 }
 
 impl Triggers {
-    fn new(capacity: usize) -> Triggers {
+    fn new(slots: Range<u32>) -> Triggers {
+        let capacity = slots.len().min(1 << 16);
         Triggers {
             rising: std::array::from_fn(|_| TriggerHeap::new(true, capacity)),
             falling: std::array::from_fn(|_| TriggerHeap::new(false, capacity)),
+            at: vec![NIL; slots.len()],
+            base: slots.start,
         }
+    }
+
+    fn heap(&mut self, t: usize, dir: Direction) -> (&mut TriggerHeap, &mut [u32]) {
+        let heap = match dir {
+            Direction::Rising => &mut self.rising[t],
+            Direction::Falling => &mut self.falling[t],
+        };
+        (heap, &mut self.at)
+    }
+
+    pub(crate) fn insert(&mut self, t: usize, dir: Direction, stop: i64, id: u64, slot: u32) {
+        let local = slot - self.base;
+        let (heap, at) = self.heap(t, dir);
+        heap.insert(stop, id, local, at);
+    }
+
+    pub(crate) fn remove(&mut self, t: usize, dir: Direction, slot: u32) -> bool {
+        let local = slot - self.base;
+        let (heap, at) = self.heap(t, dir);
+        heap.remove(local, at)
     }
 }
 
@@ -97,7 +127,25 @@ impl Market {
         }
     }
 
-    fn reference(&self, r: TriggerRef) -> Option<Price> {
+    /// The worst price a Market order may trade at: the edge of the band around the mark
+    /// (BitMEX stops a Market order before it walks the book without limit).
+    pub fn protection_price(&self, side: Side) -> Price {
+        let mark = self.mark.0 as i128;
+        let band = self.inst.price_band.0 as i128;
+        let scale = Rate::SCALE as i128;
+        let p = match side {
+            Side::Buy => (mark * (scale + band)) / scale,
+            Side::Sell => (mark * (scale - band) + scale - 1) / scale,
+        };
+        Price((p as i64).clamp(1, self.inst.max_price.0))
+    }
+
+    /// Has the market given out order number `n` (it may since have stopped working)?
+    pub fn issued(&self, n: u64) -> bool {
+        n != 0 && n < self.next_order
+    }
+
+    pub(crate) fn reference(&self, r: TriggerRef) -> Option<Price> {
         match r {
             TriggerRef::MarkPrice => Some(self.mark),
             TriggerRef::LastPrice => self.last,
@@ -111,8 +159,6 @@ pub struct Engine {
     pub(crate) markets: Vec<Market>,
     pub(crate) books: Vec<Book>,
     pub(crate) orders: Orders,
-    /// Per order slot: its place in its market's trigger heap (`NIL` if not untriggered).
-    pub(crate) trigger_at: Vec<u32>,
     /// Indexed by `account × markets + market`.
     pub(crate) positions: Vec<Position>,
     pub(crate) accounts: Vec<AccountMarket>,
@@ -132,13 +178,9 @@ pub struct Engine {
     pub(crate) audited_commands: u64,
     pub(crate) audit_cursor: u32,
     pub(crate) order_cursor: u32,
-    /// Accounts whose position changed during one match and hold ReduceOnly orders.
-    touched: Vec<AccountId>,
-    /// Accounts whose positions fills changed: their cross sums are refreshed when the
-    /// segment ends, their maintenance is checked when the group ends (`Filled`).
-    filled: Filled,
-    /// The money of the fills not yet settled, in fill order (see `settle_fills`).
-    fill_money: Vec<FillMoney>,
+    /// What matching leaves for the segment's end: the fills' money, the accounts fills
+    /// changed, the orders that fired (`desk.rs`).
+    matching: Scratch,
     /// Whether fills now settle when the segment ends (matching a segment's ordinary
     /// commands) rather than after each taker (a command that ends its segment, fired
     /// orders): see `settle_fills`.
@@ -197,12 +239,8 @@ pub struct Engine {
     /// where the current segment ends (the index after its last command).
     group: Vec<Sequenced>,
     segment_end: usize,
-    /// Orders whose trigger was reached in the current segment, in the order they fired:
-    /// they execute when the segment ends (`execute_fired`). `firing` is the round being
-    /// executed, and `fired_refusals` stage R's decisions for it.
-    fired: Vec<OrderId>,
-    /// The seq of the command each of `fired` fired in (`applying` then).
-    fired_at: Vec<Seq>,
+    /// The round of fired orders (`Scratch::fired`) being executed (`execute_fired`), and
+    /// `fired_refusals` stage R's decisions for it.
     firing: Vec<OrderId>,
     pub(crate) fired_refusals: Vec<Option<RejectReason>>,
     /// Whether `begin_group` opened the current group, and the commands applied in it.
@@ -210,10 +248,21 @@ pub struct Engine {
     group_applied: u64,
     /// The command being applied.
     applying: Seq,
-    /// `apply_group` matches each segment's market commands market by market
-    /// (`match_markets_in_turn`), and the events of each command of such a run.
+    /// Runs of a segment's market commands go to a matcher per market (`apply_run`): every
+    /// run in test mode (`match_markets_in_turn`), runs of `run_min` commands or more in a
+    /// pipeline (0: none).
     in_turn: bool,
-    turn_events: Vec<Vec<Event>>,
+    run_min: usize,
+    /// Applying a run's commands out of sequence order (`apply_run`).
+    in_run: bool,
+    /// Per market, its matcher's lane of a run; the lane of each command of the current
+    /// run (`markets` for none); the events of the run's commands that name no market;
+    /// cursors of the merge; and the run's jobs' room, kept between runs (`recycle`).
+    lanes: Vec<Lane>,
+    run_lanes: Vec<u32>,
+    run_events: Vec<(u32, Event)>,
+    cursors: Vec<usize>,
+    job_store: Vec<MatchJob<'static>>,
 }
 
 impl Engine {
@@ -238,11 +287,14 @@ impl Engine {
             }
         }
         let capacities: Vec<u32> = config.markets.iter().map(|m| m.max_orders).collect();
+        let orders = Orders::new(&capacities);
+        let makers = capacities.iter().copied().max().unwrap_or(0) as usize;
         Engine {
             markets: config
                 .markets
                 .iter()
-                .map(|m| Market {
+                .enumerate()
+                .map(|(k, m)| Market {
                     life: crate::lifecycle::LifeState::new(&m.lifecycle),
                     inst: m.instrument.clone(),
                     mark: m.mark,
@@ -251,7 +303,7 @@ impl Engine {
                     index: None,
                     last: None,
                     // Room for the stops a busy market holds; past it the heap grows.
-                    triggers: Triggers::new((m.max_orders as usize).min(1 << 16)),
+                    triggers: Triggers::new(orders.slots_of(MarketId(k as u16))),
                     next_order: 1,
                 })
                 .collect(),
@@ -265,8 +317,7 @@ impl Engine {
                     })
                 })
                 .collect(),
-            orders: Orders::new(&capacities),
-            trigger_at: vec![NIL; capacities.iter().map(|&c| c as usize).sum()],
+            orders,
             positions: vec![Position::default(); rows * n_markets],
             accounts: vec![AccountMarket::default(); rows * n_markets],
             ledger: Arc::new(ledger),
@@ -280,13 +331,8 @@ impl Engine {
             audited_commands: 0,
             audit_cursor: 0,
             order_cursor: 0,
-            touched: Vec::with_capacity(1 << 16),
-            filled: Filled::new(rows),
-            // As many fills as the largest book has makers (an iceberg refilled within one
-            // take can exceed it once; the list then keeps its larger capacity).
-            fill_money: Vec::with_capacity(
-                config.markets.iter().map(|m| m.max_orders as usize).max().unwrap_or(0) + 1,
-            ),
+            // As many fills as the largest book has makers.
+            matching: Scratch::new(rows, makers),
             settle_later: false,
             basis_at: vec![NIL; rows * n_markets],
             basis: Vec::with_capacity(1 << 12),
@@ -320,15 +366,19 @@ impl Engine {
             decided: 0,
             group: Vec::with_capacity(1 << 12),
             segment_end: 0,
-            fired: Vec::with_capacity(1 << 10),
-            fired_at: Vec::with_capacity(1 << 10),
             firing: Vec::with_capacity(1 << 10),
             fired_refusals: Vec::with_capacity(1 << 10),
             group_begun: false,
             group_applied: 0,
             applying: Seq(0),
             in_turn: false,
-            turn_events: Vec::new(),
+            run_min: 0,
+            in_run: false,
+            lanes: Vec::new(),
+            run_lanes: Vec::with_capacity(1 << 12),
+            run_events: Vec::with_capacity(1 << 12),
+            cursors: Vec::new(),
+            job_store: Vec::new(),
         }
     }
 
@@ -371,7 +421,7 @@ impl Engine {
     /// Fills matched whose money has not moved yet: it moves when their segment ends
     /// (`settle_fills`), so there are none between groups.
     pub fn unsettled_fills(&self) -> usize {
-        self.fill_money.len()
+        self.matching.fill_money.len()
     }
 
     pub fn is_halted(&self) -> bool {
@@ -563,6 +613,21 @@ impl Engine {
         self.risk = risk;
     }
 
+    /// Stage R for a command applied outside a group R saw (a group of one command without
+    /// `begin_group`, or a harness that applies more than it began): a segment of its own,
+    /// decided against current state. M then has R's decision for every order and amend.
+    fn decide_alone(&mut self, cmd: &Sequenced) {
+        if !matches!(cmd.command, Command::Place(_) | Command::Amend(_)) {
+            return;
+        }
+        let mut risk = std::mem::take(&mut self.risk);
+        for shard in &mut risk {
+            self.risk_pass(std::slice::from_ref(cmd), shard);
+        }
+        self.merge_decisions(&mut risk);
+        self.risk = risk;
+    }
+
     /// Whether the command just applied ends its segment (a command outside `begin_group`
     /// is a segment of its own).
     fn segment_ended(&self) -> bool {
@@ -605,12 +670,11 @@ impl Engine {
     }
 
     /// Stage R's decision for the new order of command `seq`, if R decided it. Commands
-    /// are applied in sequence order, so the decisions are taken in order too.
+    /// are applied in sequence order, so the decisions are taken in order too (in a run,
+    /// market by market, they are found by seq).
     fn take_decision(&mut self, seq: Seq) -> Option<crate::risk::Decision> {
-        if self.in_turn {
-            // Market by market, commands come out of sequence order.
-            let at = self.decisions.binary_search_by_key(&seq, |d| d.seq).ok()?;
-            return Some(self.decisions[at]);
+        if self.in_run {
+            return crate::desk::decision(&self.decisions, seq);
         }
         while let Some(&d) = self.decisions.get(self.decided) {
             if d.seq > seq {
@@ -629,47 +693,78 @@ impl Engine {
     pub fn apply_group<S: EventSink>(&mut self, group: &[Sequenced], sink: &mut S) -> bool {
         let Some(last) = group.last() else { return self.halt.is_none() };
         self.begin_group(group);
-        if self.in_turn {
-            self.apply_in_turn(group, sink);
-        } else {
-            for cmd in group {
-                self.apply(cmd, sink);
-            }
+        let mut i = 0;
+        while i < group.len() {
+            i += self.apply_at(group, i, sink);
         }
         self.end_group(last.seq, sink)
     }
 
     /// Match each segment's market commands market by market rather than in sequence
-    /// order (`apply_group` only): what a matcher per market will do, run on one thread.
-    /// The events, the state and the state hash must be exactly those of sequence order
-    /// (the property tests hold it to that): within a segment no market's matching may
-    /// read what another's writes.
+    /// order, on this thread, whatever the run's length (`apply_group` and `apply_at`): the
+    /// schedule of the matchers per market (`apply_run`), for the property tests to hold
+    /// to sequence order. The events, the state and the state hash must be exactly those
+    /// of sequence order: within a segment no market's matching may read what another's
+    /// writes.
     #[doc(hidden)]
     pub fn match_markets_in_turn(&mut self, on: bool) {
         self.in_turn = on;
+        if on {
+            self.make_lanes();
+        }
     }
 
-    /// `apply_group`'s commands, each segment's run of market commands (all of it but the
-    /// command that ends it) market by market, the rest in order.
-    fn apply_in_turn<S: EventSink>(&mut self, group: &[Sequenced], sink: &mut S) {
-        let mut i = 0;
-        while i < group.len() {
+    /// Runs of at least `commands` market commands (`apply_at`) are matched by a matcher
+    /// per market, on the pipeline's threads when it has them (0: never).
+    pub(crate) fn match_runs_of(&mut self, commands: usize) {
+        self.run_min = commands;
+        if commands != 0 {
+            self.make_lanes();
+        }
+    }
+
+    fn make_lanes(&mut self) {
+        if self.lanes.is_empty() {
+            let rows = self.liquidator.0 as usize + 1;
+            let makers = (0..self.markets.len())
+                .map(|m| self.orders.slots_of(MarketId(m as u16)).len())
+                .max()
+                .unwrap_or(0);
+            self.lanes = (0..self.markets.len())
+                .map(|_| Lane { scratch: Scratch::new(rows, makers), events: Vec::new() })
+                .collect();
+            self.job_store = Vec::with_capacity(self.markets.len());
+            self.cursors = vec![0; self.markets.len() + 1];
+        }
+    }
+
+    /// Apply `group[i]`, the group's next command; or, where it begins a run of a
+    /// segment's market commands long enough (`match_runs_of`, `match_markets_in_turn`),
+    /// the whole run, market by market (`apply_run`). Returns how many commands it applied.
+    pub(crate) fn apply_at<S: EventSink>(
+        &mut self,
+        group: &[Sequenced],
+        i: usize,
+        sink: &mut S,
+    ) -> usize {
+        let min = if self.in_turn { 2 } else { self.run_min };
+        if min != 0 {
             if let Some(segment) = self.next_segment() {
                 self.risk_segment(segment);
             }
             let end = self.segment_end.min(group.len());
+            // A run is never the segment's last command (which settles it).
             let mut j = i;
             while j + 1 < end && self.halt.is_none() && self.lane(&group[j]).is_some() {
                 j += 1;
             }
-            if j - i < 2 {
-                self.apply(&group[i], sink);
-                i += 1;
-                continue;
+            if j - i >= min {
+                self.apply_run(&group[i..j], sink);
+                return j - i;
             }
-            self.apply_run(&group[i..j], sink);
-            i = j;
         }
+        self.apply(&group[i], sink);
+        1
     }
 
     /// Which matcher a command goes to in a run (the markets', then one for commands that
@@ -693,31 +788,194 @@ impl Engine {
         })
     }
 
-    /// A run of a segment's market commands, market by market (each in sequence order),
-    /// their events put back in sequence order; then the fills' money and the fired
-    /// orders, which the segment's end takes in sequence order.
+    /// A run of a segment's market commands (stage M of DESIGN.md §2, a matcher per
+    /// market): each market's commands go to that market's desk, in sequence order, with
+    /// their own scratch — on the pipeline's threads at once when the engine has them and
+    /// the run is long enough, else here in turn. Then, here: the commands that name no
+    /// market (deposits, refusals), and the merge — events in sequence order, the fills'
+    /// money and the fired orders in the order the segment's end takes them, the packed
+    /// position rows, the accounts fills changed.
     fn apply_run<S: EventSink>(&mut self, run: &[Sequenced], sink: &mut S) {
-        let mut events = std::mem::take(&mut self.turn_events);
-        events.resize_with(events.len().max(run.len()), Vec::new);
-        for lane in 0..=self.markets.len() {
-            for (k, cmd) in run.iter().enumerate() {
-                if self.lane(cmd) == Some(lane) {
-                    self.apply(cmd, &mut events[k]);
-                }
+        let n = self.markets.len();
+        self.run_lanes.clear();
+        for cmd in run {
+            let lane = self.lane(cmd).expect("a run holds lane commands");
+            self.run_lanes.push(lane as u32);
+        }
+        // What `apply` does for each command before it reaches its market.
+        for (cmd, &lane) in run.iter().zip(&self.run_lanes) {
+            if lane as usize != n {
+                debug_assert!(self.day == Some(cmd.time.day()) && self.halt.is_none());
+                self.group_applied += 1;
+                self.audited_commands += 1;
             }
         }
-        for buffer in &mut events[..run.len()] {
-            for e in buffer.drain(..) {
+        let last = run.last().expect("a run is not empty");
+        self.now = last.time;
+        self.applying = last.seq;
+        self.settle_later = true;
+        self.match_lanes(run);
+        self.settle_later = false;
+        self.in_run = true;
+        let mut other = std::mem::take(&mut self.run_events);
+        for (k, cmd) in run.iter().enumerate() {
+            if self.run_lanes[k] as usize == n {
+                self.apply(cmd, &mut Tagged { at: k as u32, out: &mut other });
+            }
+        }
+        self.in_run = false;
+        self.applying = last.seq;
+        self.now = last.time;
+        // The merge, in sequence order: each lane's lists are in its commands' order.
+        let Engine { lanes, cursors, run_lanes, matching, shards, .. } = self;
+        cursors.fill(0);
+        for (k, &l) in run_lanes.iter().enumerate() {
+            let l = l as usize;
+            let (events, c) = match lanes.get_mut(l) {
+                Some(lane) => (&lane.events, &mut cursors[l]),
+                None => (&other, &mut cursors[n]),
+            };
+            while let Some(&(at, e)) = events.get(*c)
+                && at == k as u32
+            {
                 sink.emit(e);
+                *c += 1;
             }
         }
-        self.turn_events = events;
-        // Stable: within one command, fills and firings keep their order.
-        self.fill_money.sort_by_key(|f| f.seq);
-        let mut fired: Vec<(Seq, OrderId)> =
-            self.fired_at.iter().copied().zip(self.fired.iter().copied()).collect();
-        fired.sort_by_key(|&(seq, _)| seq);
-        (self.fired_at, self.fired) = fired.into_iter().unzip();
+        other.clear();
+        self.run_events = other;
+        cursors.fill(0);
+        for (k, &l) in run_lanes.iter().enumerate() {
+            let Some(lane) = lanes.get_mut(l as usize) else { continue };
+            let seq = run[k].seq;
+            let c = &mut cursors[l as usize];
+            while let Some(f) = lane.scratch.fill_money.get(*c)
+                && f.seq == seq
+            {
+                matching.fill_money.push(*f);
+                *c += 1;
+            }
+        }
+        for (m, lane) in lanes.iter_mut().enumerate() {
+            let scratch = &mut lane.scratch;
+            lane.events.clear();
+            scratch.fill_money.clear();
+            debug_assert!(scratch.touched.is_empty());
+            for s in scratch.synced.drain(..) {
+                crate::remargin::sync(shards, MarketId(m as u16), s.account, &s.pos, s.floor);
+            }
+            let filled = &mut scratch.filled;
+            for &(account, currency) in &filled.refresh {
+                matching.filled.note(account, currency);
+                let at = Filled::at(account, currency);
+                filled.refreshing[at] = false;
+                filled.checking[at] = false;
+            }
+            filled.refresh.clear();
+            filled.check.clear();
+        }
+        self.merge_fired(run);
+    }
+
+    /// The run's fired orders, from each lane's list, in the order the segment's end
+    /// executes them: by the seq they fired in, and within one command in firing order.
+    fn merge_fired(&mut self, run: &[Sequenced]) {
+        let Engine { lanes, cursors, run_lanes, matching, .. } = self;
+        cursors.fill(0);
+        for (k, &l) in run_lanes.iter().enumerate() {
+            let Some(lane) = lanes.get_mut(l as usize) else { continue };
+            let seq = run[k].seq;
+            let c = &mut cursors[l as usize];
+            while let Some(&at) = lane.scratch.fired_at.get(*c)
+                && at == seq
+            {
+                matching.fired.push(lane.scratch.fired[*c]);
+                matching.fired_at.push(at);
+                *c += 1;
+            }
+        }
+        for lane in lanes.iter_mut() {
+            lane.scratch.fired.clear();
+            lane.scratch.fired_at.clear();
+        }
+    }
+
+    /// Each market's commands of the run on its desk (`MatchJob`): on the pipeline's
+    /// threads when the engine has them (`FanOut::matching`), else here, in turn.
+    fn match_lanes(&mut self, run: &[Sequenced]) {
+        let n = self.markets.len();
+        let Engine {
+            markets,
+            books,
+            orders,
+            positions,
+            accounts,
+            margin_cache,
+            extra_margin,
+            unsettled,
+            market_cost,
+            shards,
+            lanes,
+            queued,
+            basis_at,
+            basis,
+            decisions,
+            ledger,
+            liquidator,
+            max_open_orders,
+            max_stop_orders,
+            fan_out,
+            job_store,
+            run_lanes,
+            ..
+        } = self;
+        let mut jobs: Vec<MatchJob<'_>> = recycle(std::mem::take(job_store));
+        let (mut mk, mut bk, mut os) = (markets.iter_mut(), books.iter_mut(), orders.slices());
+        let (mut ps, mut am) = (Rows::split(positions, n), Rows::split(accounts, n));
+        let (mut mc, mut em) = (Rows::split(margin_cache, n), Rows::split(extra_margin, n));
+        let (mut un, mut co) = (Rows::split(unsettled, n), market_cost.iter_mut());
+        let users = ledger.accounts();
+        for (m, lane) in lanes.iter_mut().enumerate() {
+            let desk = Desk {
+                id: MarketId(m as u16),
+                n_markets: n,
+                market: mk.next().expect("a market per lane"),
+                book: bk.next().expect("a book per market"),
+                orders: os.next().expect("a slice per market"),
+                positions: ps.next().expect("rows per market"),
+                accounts: am.next().expect("rows per market"),
+                margin_cache: mc.next().expect("rows per market"),
+                extra_margin: em.next().expect("rows per market"),
+                unsettled: un.next().expect("rows per market"),
+                market_cost: co.next().expect("a cost per market"),
+                shards: Shards::Shared(shards),
+                scratch: &mut lane.scratch,
+                queued,
+                basis_at,
+                basis,
+                users,
+                liquidator: *liquidator,
+                max_open_orders: *max_open_orders,
+                max_stop_orders: *max_stop_orders,
+                settle_later: true,
+                now_basis: None,
+            };
+            if run_lanes.contains(&(m as u32)) {
+                jobs.push(MatchJob {
+                    desk,
+                    lane: m as u32,
+                    run,
+                    lanes: run_lanes,
+                    decisions,
+                    events: &mut lane.events,
+                });
+            }
+        }
+        match crate::pipeline::links(fan_out) {
+            Some(fan_out) if jobs.len() > 1 => fan_out.matching(&mut jobs),
+            _ => jobs.iter_mut().for_each(|job| job.work()),
+        }
+        *job_store = recycle(jobs);
     }
 
     /// Apply one sequenced command, emitting its events.
@@ -733,9 +991,9 @@ impl Engine {
             self.risk_segment(segment);
         }
         // (A bench harness may apply more commands than it gave `begin_group`: R decides
-        // nothing for those, and M checks an order among them against current state.)
+        // each of those alone, against current state: `decide_alone`.)
         debug_assert!(
-            self.in_turn || self.group.get(self.group_applied as usize).is_none_or(|c| c == cmd),
+            self.in_run || self.group.get(self.group_applied as usize).is_none_or(|c| c == cmd),
             "apply takes the group's commands in order"
         );
         self.applying = seq;
@@ -761,6 +1019,9 @@ impl Engine {
         }
         self.now = cmd.time;
         self.roll_day(cmd.time, seq, sink);
+        if !self.group_begun || self.group_applied as usize > self.group.len() {
+            self.decide_alone(cmd);
+        }
         let ends_segment = self.ends_segment(&cmd.command);
         if ends_segment {
             // It reads what fills earlier in its segment changed.
@@ -776,8 +1037,9 @@ impl Engine {
                 self.withdraw(seq, account, currency, amount, sink)
             }
             Command::Place(order) => self.place(seq, order, sink),
-            Command::Amend(amend) => self.amend(seq, amend, sink),
-            Command::Cancel { account, order } => self.cancel(seq, account, order, sink),
+            Command::Amend(_) | Command::Cancel { .. } => {
+                self.order_command(seq, &cmd.command, sink)
+            }
             Command::CancelAll { account, market } => self.cancel_all(seq, account, market, sink),
             Command::SetLeverage { account, market, leverage } => {
                 self.set_leverage(seq, account, market, leverage, sink)
@@ -801,7 +1063,7 @@ impl Engine {
             self.settle_fills(sink);
             self.clear_basis();
             self.refresh_filled();
-            if !self.fired.is_empty() {
+            if !self.matching.fired.is_empty() {
                 self.execute_fired(seq, sink);
             }
         }
@@ -811,8 +1073,14 @@ impl Engine {
     /// Returns false, having halted the engine, if the audit failed.
     pub fn end_group<S: EventSink>(&mut self, last_seq: Seq, sink: &mut S) -> bool {
         // The group's last command ended its last segment, and with it every fired order.
-        debug_assert!(self.fired.is_empty() || self.halt.is_some(), "fired orders outlive a group");
-        debug_assert!(self.fill_money.is_empty() || self.halt.is_some(), "unsettled fills");
+        debug_assert!(
+            self.matching.fired.is_empty() || self.halt.is_some(),
+            "fired orders outlive a group"
+        );
+        debug_assert!(
+            self.matching.fill_money.is_empty() || self.halt.is_some(),
+            "unsettled fills"
+        );
         self.group_begun = false;
         self.group_applied = 0;
         self.decisions.clear();
@@ -910,171 +1178,8 @@ impl Engine {
 
     // ---- placing orders ----
 
-    /// Every check a new order must pass; returns the (possibly resolved) order.
-    /// `decided`: stage R's margin decision for the order, if R saw it.
-    fn validate_new(
-        &self,
-        decided: Option<crate::risk::Decision>,
-        mut o: NewOrder,
-    ) -> Result<NewOrder, RejectReason> {
-        if !self.known_account(o.account) {
-            return Err(RejectReason::UnknownAccount);
-        }
-        if !self.known_market(o.market) {
-            return Err(RejectReason::UnknownMarket);
-        }
-        if o.exec_inst.contains(ExecInst::ALL_OR_NONE) {
-            return Err(RejectReason::AllOrNoneRemoved);
-        }
-        let market = &self.markets[o.market.0 as usize];
-        if market.life.settled {
-            return Err(RejectReason::MarketClosed);
-        }
-        let inst = &market.inst;
-        match (o.ord_type.has_limit_price(), o.price) {
-            (true, None) => return Err(RejectReason::MissingPrice),
-            (false, Some(_)) => return Err(RejectReason::UnexpectedPrice),
-            _ => {}
-        }
-        match (o.ord_type.is_conditional(), o.stop_px) {
-            (true, None) => return Err(RejectReason::MissingStopPx),
-            (false, Some(_)) => return Err(RejectReason::UnexpectedPrice),
-            _ => {}
-        }
-        for p in [o.price, o.stop_px].into_iter().flatten() {
-            if p.0 <= 0 {
-                return Err(RejectReason::PriceNotPositive);
-            }
-            if p > inst.max_price {
-                return Err(RejectReason::PriceTooLarge);
-            }
-        }
-        if let Some(p) = o.price
-            && !inst.within_band(p, market.mark)
-        {
-            return Err(RejectReason::PriceOutsideBand);
-        }
-        let close = o.exec_inst.contains(ExecInst::CLOSE);
-        if o.qty.0 < 0 || (o.qty.0 == 0 && !close) {
-            return Err(RejectReason::QtyNotPositive);
-        }
-        if o.qty.0 % inst.lot.0 != 0 {
-            return Err(RejectReason::QtyNotMultipleOfLot);
-        }
-        if o.qty > inst.max_order_qty {
-            return Err(RejectReason::QtyTooLarge);
-        }
-        if let Some(d) = o.display_qty
-            && (d.0 < 0 || d > o.qty || d.0 % inst.lot.0 != 0 || !o.ord_type.has_limit_price())
-        {
-            return Err(RejectReason::InvalidDisplayQty);
-        }
-        if self.queued[self.pm(o.account, o.market)] && !o.exec_inst.is_reduce_only() {
-            return Err(RejectReason::InLiquidation);
-        }
-        let am = &self.accounts[self.pm(o.account, o.market)];
-        if am.open_orders >= self.max_open_orders {
-            return Err(RejectReason::TooManyOpenOrders);
-        }
-        if o.ord_type.is_conditional() && am.stop_orders >= self.max_stop_orders {
-            return Err(RejectReason::TooManyStopOrders);
-        }
-        if o.exec_inst.is_reduce_only() && !o.ord_type.is_conditional() {
-            let reducible = self.reducible(o.account, o.market, o.side);
-            if close && o.qty.0 == 0 {
-                let pos = self.positions[self.pm(o.account, o.market)].qty;
-                if pos == 0 {
-                    return Err(RejectReason::NoPositionToClose);
-                }
-                // Close without a quantity: the whole position, on the closing side.
-                o.side = if pos > 0 { Side::Sell } else { Side::Buy };
-                o.qty = Qty(self.reducible(o.account, o.market, o.side));
-                if o.qty.0 == 0 {
-                    return Err(RejectReason::ReduceOnlyWouldIncrease);
-                }
-            } else if reducible <= 0 {
-                return Err(RejectReason::ReduceOnlyWouldIncrease);
-            } else {
-                o.qty = o.qty.min(Qty(reducible));
-            }
-        }
-        if o.exec_inst.is_post_only()
-            && !o.ord_type.is_conditional()
-            && let Some(p) = o.price
-            && self.books[o.market.0 as usize].would_cross(o.side, p)
-        {
-            return Err(RejectReason::PostOnlyWouldCross);
-        }
-        if !o.exec_inst.is_reduce_only() && !o.ord_type.is_conditional() {
-            // Stage R decided this order's margin before its segment was matched, and the
-            // decision is final (DESIGN.md §2, `risk.rs`): M does not read the account's
-            // money to accept it. Only an order applied outside `begin_group` (a group of
-            // one command) is checked here, against the state R would have seen.
-            match decided {
-                Some(d) => {
-                    if let Some(reason) = d.refusal {
-                        return Err(reason);
-                    }
-                }
-                None => {
-                    debug_assert!(
-                        self.group.len() < self.group_applied as usize,
-                        "R decides every order of a group"
-                    );
-                    let v = self.margin_value(o.market, o.side, o.qty, o.price);
-                    if let Some(reason) =
-                        self.margin_refusal(o.account, o.market, o.side, o.qty.0, v)
-                    {
-                        return Err(reason);
-                    }
-                }
-            }
-        }
-        // A market's book holds only records of its slice, so it is never the one full.
-        if !self.order_room(o.market) {
-            return Err(RejectReason::CapacityExhausted);
-        }
-        Ok(o)
-    }
-
-    /// How many contracts an order on `side` can still reduce: the opposite position less
-    /// the leaves of ReduceOnly orders already working on that side.
-    fn reducible(&self, account: AccountId, market: MarketId, side: Side) -> i64 {
-        let i = self.pm(account, market);
-        let pos = self.positions[i].qty;
-        let closable = match side {
-            Side::Buy => (-pos).max(0),
-            Side::Sell => pos.max(0),
-        };
-        let mut working = 0;
-        let mut s = self.accounts[i].head;
-        while s != NIL {
-            let r = self.orders.get(s);
-            // Only resting orders count: untriggered ones size themselves when they fire,
-            // and the one order being executed (pending) is checked on its own.
-            if r.side == side && r.is_reduce_only() && matches!(r.working, Working::Resting(_)) {
-                working += r.leaves.0;
-            }
-            s = self.orders.next_in_list(s);
-        }
-        closable - working
-    }
-
-    /// Why an order of `qty` worth `abs_value` may not be added: the risk limit, or the
-    /// available balance.
-    pub(crate) fn margin_refusal(
-        &self,
-        account: AccountId,
-        market: MarketId,
-        side: Side,
-        qty: i64,
-        abs_value: Money,
-    ) -> Option<RejectReason> {
-        let am = self.accounts[self.pm(account, market)];
-        self.margin_check(account, market, side, qty, abs_value, &am, 0).err()
-    }
-
-    /// `margin_refusal` with the account's orders in the market taken as `base`, and
+    /// Why an order of `qty` worth `abs_value` may not be added (the risk limit, or the
+    /// available balance), with the account's orders in the market taken as `base`, and
     /// `reserved` more of its available balance already promised (stage R's reservations
     /// earlier in a group). Orders that do not raise the hold never fail on balance.
     /// Returns how much the order raises the hold.
@@ -1169,344 +1274,88 @@ impl Engine {
         }
     }
 
-    /// An order that reduces its account's position may not trade past the position's
-    /// bankruptcy price: there the loss it realises would exceed the margin behind the
-    /// position, and the wallet could not pay it (the insurance fund would, and an empty
-    /// fund halts the engine). Returns `limit` narrowed to the bankruptcy price where it
-    /// reaches past it; the rest of the order is then treated as out of price range.
-    /// The liquidation engine, which works positions out at their bankruptcy price by
-    /// design, is exempt.
-    pub(crate) fn solvent_limit(
-        &self,
-        account: AccountId,
-        market: MarketId,
-        side: Side,
-        limit: Option<Price>,
-    ) -> Option<Price> {
-        let pos = &self.positions[self.pm(account, market)];
-        let reduces = match side {
-            Side::Buy => pos.qty < 0,
-            Side::Sell => pos.qty > 0,
-        };
-        if !reduces || account == self.liquidator {
-            return limit;
-        }
-        let inst = &self.markets[market.0 as usize].inst;
-        let worst = limit.unwrap_or(self.protection_price(market, side));
-        // Solvent at the worst price: the position's value there covers cost − margin (the
-        // usual case: one valuation, no search; no margin either where closing there
-        // realises no loss at all).
-        let value = inst.value(Qty(pos.qty), worst) as i128;
-        if value >= pos.cost as i128 {
-            return limit;
-        }
-        let margin = self.closing_margin(account, market);
-        if value >= pos.cost as i128 - margin as i128 {
-            return limit;
-        }
-        // Insolvent at every price: trade nothing (liquidation works the position out).
-        let edge = match side {
-            Side::Sell => inst.max_price,
-            Side::Buy => Price(1),
-        };
-        let bankrupt =
-            amdahl_risk::liquidation::bankruptcy_price(inst, pos, margin).unwrap_or(edge);
-        Some(match side {
-            Side::Sell => worst.max(bankrupt),
-            Side::Buy => worst.min(bankrupt),
-        })
-    }
-
-    /// The margin a closing order's bankruptcy price is worked from (`bankruptcy_margin`).
-    /// Matching a segment's ordinary commands, it reads no account money (`settle_fills`):
-    /// it takes the wallet and `cross_elsewhere` as stage R saw them when the segment
-    /// began, and moves the wallet by this market's own unsettled fills of the account.
-    /// Fills in the account's other markets earlier in the segment are not seen (as R
-    /// does not see them); where they lost money, the insurance fund covers the gap, as it
-    /// does for a maker. Elsewhere every fill has settled, and the account is read as is.
-    fn closing_margin(&self, account: AccountId, market: MarketId) -> Money {
-        let i = self.pm(account, market);
-        // R keeps a Basis wherever one may be read (`note_basis`): a segment's ordinary
-        // command that R decided never falls back on current state.
-        debug_assert!(
-            self.basis_at[i] != NIL
-                || !self.settle_later
-                || !self.group_begun
-                || self.group_applied as usize > self.group.len(),
-            "no Basis for a closing order of ({account:?}, {market:?})"
-        );
-        let (wallet, elsewhere) = match self.basis_at[i] {
-            at if at != NIL && self.settle_later => {
-                let b = &self.basis[at as usize];
-                (b.wallet as i128, b.elsewhere)
-            }
-            // Everything before it has settled (a command that ends its segment, a fired
-            // order), or R did not see the command (a segment of its own): current state.
-            _ => {
-                let wallet =
-                    self.ledger.wallet(account, self.markets[market.0 as usize].inst.settle);
-                (wallet as i128, self.cross_elsewhere(account, market))
-            }
-        };
-        let wallet = wallet + self.unsettled[i] as i128;
-        self.bankruptcy_margin_from(account, market, wallet, elsewhere)
-    }
-
-    /// The worst price a Market order may trade at: the edge of the band around the mark
-    /// (BitMEX stops a Market order before it walks the book without limit).
+    /// The worst price a Market order may trade at (`Market::protection_price`).
     pub(crate) fn protection_price(&self, market: MarketId, side: Side) -> Price {
-        let m = &self.markets[market.0 as usize];
-        let mark = m.mark.0 as i128;
-        let band = m.inst.price_band.0 as i128;
-        let scale = Rate::SCALE as i128;
-        let p = match side {
-            Side::Buy => (mark * (scale + band)) / scale,
-            Side::Sell => (mark * (scale - band) + scale - 1) / scale,
-        };
-        Price((p as i64).clamp(1, m.inst.max_price.0))
+        self.markets[market.0 as usize].protection_price(side)
     }
 
     fn place<S: EventSink>(&mut self, seq: Seq, order: NewOrder, sink: &mut S) {
         let decided = self.take_decision(seq);
-        let o = match self.validate_new(decided, order) {
-            Ok(o) => o,
-            Err(reason) => return self.reject(seq, order.account, reason, order.client_tag, sink),
-        };
-        let conditional = o.ord_type.is_conditional();
-        let slot = self.accept(seq, &o, sink);
-        if conditional {
-            self.index_trigger(slot);
-        } else {
-            self.execute(seq, slot, sink);
+        if !self.known_account(order.account) {
+            return self.reject(
+                seq,
+                order.account,
+                RejectReason::UnknownAccount,
+                order.client_tag,
+                sink,
+            );
         }
-        self.fire_triggers(o.market);
+        if !self.known_market(order.market) {
+            return self.reject(
+                seq,
+                order.account,
+                RejectReason::UnknownMarket,
+                order.client_tag,
+                sink,
+            );
+        }
+        self.desk(order.market).place(seq, order, decided, sink);
     }
 
-    /// Give an order that passed its checks an id and a record, and announce it. Returns
-    /// its slot; the caller then indexes its trigger or executes it.
-    #[inline(always)] // see `next_segment`
+    /// Market `market`'s matcher, over the engine's state (see `desk.rs`).
+    #[inline(always)]
+    pub(crate) fn desk(&mut self, market: MarketId) -> Desk<'_> {
+        let (m, n) = (market.0 as usize, self.markets.len());
+        Desk {
+            id: market,
+            n_markets: n,
+            market: &mut self.markets[m],
+            book: &mut self.books[m],
+            orders: self.orders.slice(market),
+            positions: Rows::of(&mut self.positions, n, m),
+            accounts: Rows::of(&mut self.accounts, n, m),
+            margin_cache: Rows::of(&mut self.margin_cache, n, m),
+            extra_margin: Rows::of(&mut self.extra_margin, n, m),
+            unsettled: Rows::of(&mut self.unsettled, n, m),
+            market_cost: &mut self.market_cost[m],
+            shards: Shards::Own(&mut self.shards),
+            scratch: &mut self.matching,
+            queued: &self.queued,
+            basis_at: &self.basis_at,
+            basis: &self.basis,
+            users: self.ledger.accounts(),
+            liquidator: self.liquidator,
+            max_open_orders: self.max_open_orders,
+            max_stop_orders: self.max_stop_orders,
+            settle_later: self.settle_later,
+            now_basis: None,
+        }
+    }
+
+    /// Give an order that passed its checks an id and a record, and announce it.
     pub(crate) fn accept<S: EventSink>(&mut self, seq: Seq, o: &NewOrder, sink: &mut S) -> u32 {
-        let market = &mut self.markets[o.market.0 as usize];
-        let id = OrderId::new(o.market, market.next_order);
-        market.next_order += 1;
-        let slot = self.add_record(OrderRecord::accepted(id, o));
-        sink.emit(Event::OrderAccepted {
-            seq,
-            order: id,
-            account: o.account,
-            market: o.market,
-            side: o.side,
-            ord_type: o.ord_type,
-            qty: o.qty,
-            price: o.price,
-            client_tag: o.client_tag,
-        });
-        slot
+        self.desk(o.market).accept(seq, o, sink)
     }
 
-    pub(crate) fn add_record(&mut self, record: OrderRecord) -> u32 {
-        let slot = self.orders.insert(record).expect("capacity checked before acceptance");
-        let i = self.pm(record.account, record.market);
-        let mut head = self.accounts[i].head;
-        self.orders.link(&mut head, slot);
-        let am = &mut self.accounts[i];
-        am.head = head;
-        am.open_orders += 1;
-        if record.is_reduce_only() {
-            am.reduce_only += 1;
-        }
-        if matches!(record.working, Working::Untriggered) {
-            am.stop_orders += 1;
-        }
-        slot
-    }
-
-    fn drop_record(&mut self, slot: u32) -> OrderRecord {
-        self.unhold(slot);
-        let r = *self.orders.get(slot);
-        let i = self.pm(r.account, r.market);
-        let mut head = self.accounts[i].head;
-        self.orders.unlink(&mut head, slot);
-        let am = &mut self.accounts[i];
-        am.head = head;
-        am.open_orders -= 1;
-        if r.is_reduce_only() {
-            am.reduce_only -= 1;
-        }
-        if matches!(r.working, Working::Untriggered) {
-            am.stop_orders -= 1;
-        }
-        self.orders.remove(slot)
-    }
-
-    /// Count a resting order's leaves in its account's order-margin aggregates.
-    fn hold(&mut self, slot: u32) {
-        let r = *self.orders.get(slot);
-        if r.is_reduce_only() || r.held_value != 0 || r.leaves.0 == 0 {
-            return;
-        }
-        let price = r.price.expect("a resting order has a limit price");
-        let v = self.markets[r.market.0 as usize].inst.value(r.leaves, price).abs();
-        let i = self.pm(r.account, r.market);
-        self.accounts[i].add(r.side, r.leaves.0, v);
-        self.orders.get_mut(slot).held_value = v.max(1);
-        // `held_value` doubles as the "is counted" flag; a zero-value order cannot exist
-        // (prices and quantities are positive), so max(1) only guards the flag.
-        debug_assert!(v > 0);
-    }
-
-    fn unhold(&mut self, slot: u32) {
-        let r = *self.orders.get(slot);
-        if r.held_value == 0 {
-            return;
-        }
-        let i = self.pm(r.account, r.market);
-        self.accounts[i].sub(r.side, r.leaves.0, r.held_value);
-        self.orders.get_mut(slot).held_value = 0;
-    }
-
-    /// Run an accepted (or triggered, or re-priced) order: match it, then rest, cancel or
-    /// finish it according to its type and time in force.
+    /// Run an order outside a segment's matching (a fired order, a liquidation order):
+    /// every fill before it has settled, and its own settle as soon as it has matched.
     pub(crate) fn execute<S: EventSink>(&mut self, seq: Seq, slot: u32, sink: &mut S) {
+        debug_assert!(!self.settle_later);
         let r = *self.orders.get(slot);
-        let m = r.market.0 as usize;
-        if r.exec_inst.is_post_only()
-            && let Some(p) = r.price
-            && self.books[m].would_cross(r.side, p)
-        {
-            return self.cancel_slot(seq, slot, CancelReason::PostOnlyWouldCross, sink);
+        let now_basis = (r.account != self.liquidator).then(|| {
+            let wallet =
+                self.ledger.wallet(r.account, self.markets[r.market.0 as usize].inst.settle);
+            (wallet as i128, self.cross_elsewhere(r.account, r.market))
+        });
+        let mut desk = self.desk(r.market);
+        desk.now_basis = now_basis;
+        let taken = desk.match_order(seq, slot, sink);
+        self.settle_fills(sink);
+        if let Some(taken) = taken {
+            let mut desk = self.desk(r.market);
+            desk.now_basis = now_basis;
+            desk.finish_order(seq, slot, taken, sink);
         }
-        let limit = match r.ord_type {
-            OrdType::Market => Some(self.protection_price(r.market, r.side)),
-            _ => r.price,
-        };
-        let solvent = self.solvent_limit(r.account, r.market, r.side, limit);
-        // Narrowed: the order reached past its position's bankruptcy price. It trades up
-        // to that price and its remainder does not rest (resting out there, it would be
-        // filled past it later).
-        let narrowed = solvent != limit;
-        let limit = solvent;
-        if r.time_in_force == TimeInForce::FillOrKill
-            && self.books[m].fillable(r.side, limit, r.account, r.leaves) < r.leaves
-        {
-            return self.cancel_slot(seq, slot, CancelReason::FillOrKill, sink);
-        }
-        let left = self.take(seq, slot, limit, sink);
-        {
-            let rec = self.orders.get_mut(slot);
-            rec.leaves = left;
-            rec.cum = rec.qty - left;
-        }
-        self.trim_touched(seq, r.market, sink);
-        if left.0 == 0 {
-            self.drop_record(slot);
-            return;
-        }
-        if narrowed {
-            return self.cancel_slot(seq, slot, CancelReason::PriceProtection, sink);
-        }
-        let immediate = r.ord_type == OrdType::Market
-            || matches!(r.time_in_force, TimeInForce::ImmediateOrCancel | TimeInForce::FillOrKill);
-        if immediate {
-            let reason = if r.ord_type == OrdType::Market
-                && r.time_in_force != TimeInForce::ImmediateOrCancel
-            {
-                CancelReason::PriceProtection
-            } else {
-                CancelReason::ImmediateOrCancel
-            };
-            return self.cancel_slot(seq, slot, reason, sink);
-        }
-        let mut left = left;
-        if r.is_reduce_only() {
-            // Other ReduceOnly orders may have taken the room this one had: it may rest
-            // only what still reduces the position.
-            let allowed = self.reducible(r.account, r.market, r.side);
-            if allowed <= 0 {
-                return self.cancel_slot(seq, slot, CancelReason::ReduceOnly, sink);
-            }
-            if left.0 > allowed {
-                left = Qty(allowed);
-                let rec = self.orders.get_mut(slot);
-                rec.leaves = left;
-                rec.qty = rec.cum + left;
-                let (order, qty, price) = (rec.id, rec.qty, rec.price);
-                sink.emit(Event::OrderAmended { seq, order, qty, leaves: left, price });
-            }
-        }
-        let resting = RestingOrder {
-            id: r.id,
-            account: r.account,
-            side: r.side,
-            price: r.price.expect("a non-Market order has a limit price"),
-            leaves: left,
-            display: r.display,
-        };
-        match self.books[m].rest(resting) {
-            Ok(handle) => {
-                self.orders.get_mut(slot).working = Working::Resting(handle);
-                self.hold(slot);
-            }
-            Err(_) => self.cancel_slot(seq, slot, CancelReason::ImmediateOrCancel, sink),
-        }
-    }
-
-    /// Match the order in `slot` against the book; settles every fill. Returns leaves.
-    fn take<S: EventSink>(
-        &mut self,
-        seq: Seq,
-        slot: u32,
-        limit: Option<Price>,
-        sink: &mut S,
-    ) -> Qty {
-        let r = *self.orders.get(slot);
-        let m = r.market.0 as usize;
-        let n_markets = self.markets.len();
-        let taker = Taker { id: r.id, account: r.account, side: r.side, limit, qty: r.leaves };
-        let liquidator = self.liquidator;
-        let Engine {
-            markets,
-            books,
-            orders,
-            positions,
-            accounts,
-            fill_money,
-            unsettled,
-            touched,
-            shards,
-            market_cost,
-            margin_cache,
-            extra_margin,
-            filled,
-            ..
-        } = self;
-        let market = &mut markets[m];
-        let mut ctx = Settlement {
-            seq,
-            market: r.market,
-            inst: &market.inst,
-            last: &mut market.last,
-            orders,
-            positions,
-            accounts,
-            money: fill_money,
-            unsettled,
-            touched,
-            shards,
-            market_cost: &mut market_cost[m],
-            margin_cache,
-            extra_margin,
-            filled,
-            liquidator,
-            n_markets,
-            taker: r,
-            taker_left: r.leaves,
-        };
-        let left = books[m].take(taker, |mt| ctx.on_match(mt, sink));
-        if !self.settle_later {
-            self.settle_fills(sink);
-        }
-        left
     }
 
     /// Move the money of the fills matched so far, in fill order: each fill's cost totals,
@@ -1523,8 +1372,8 @@ impl Engine {
     /// that ends its segment (a liquidation) and of fired orders settle after each taker:
     /// what comes next in those reads the money.
     fn settle_fills<S: EventSink>(&mut self, sink: &mut S) {
-        for k in 0..self.fill_money.len() {
-            let f = self.fill_money[k];
+        for k in 0..self.matching.fill_money.len() {
+            let f = self.matching.fill_money[k];
             let seq = f.seq;
             for (account, _) in f.realised {
                 let i = self.pm(account, f.market);
@@ -1556,7 +1405,7 @@ impl Engine {
                 }
             }
         }
-        self.fill_money.clear();
+        self.matching.fill_money.clear();
     }
 
     /// Realise `amount` (≠ 0) into a user account's wallet: the insurance fund covers what
@@ -1591,8 +1440,8 @@ impl Engine {
     /// (stage R, fired orders' decisions, mark ticks and the other commands that end one,
     /// the audit), so they are refreshed once per account there, not once per fill.
     fn refresh_filled(&mut self) {
-        while let Some((account, currency)) = self.filled.refresh.pop() {
-            self.filled.refreshing[Filled::at(account, currency)] = false;
+        while let Some((account, currency)) = self.matching.filled.refresh.pop() {
+            self.matching.filled.refreshing[Filled::at(account, currency)] = false;
             self.refresh_cross(account, currency);
         }
     }
@@ -1603,74 +1452,12 @@ impl Engine {
     /// account that dipped under and recovered within the group is not queued.
     fn check_filled(&mut self) {
         self.refresh_filled();
-        while let Some((account, currency)) = self.filled.check.pop() {
-            self.filled.checking[Filled::at(account, currency)] = false;
+        while let Some((account, currency)) = self.matching.filled.check.pop() {
+            self.matching.filled.checking[Filled::at(account, currency)] = false;
             // Fees and realised PnL moved the wallet behind every cross position of the
             // currency, not only the position that traded.
             self.check_account(account, currency);
         }
-    }
-
-    /// ReduceOnly orders must never exceed the position they reduce: after a match, trim
-    /// (least aggressive first) or cancel them for every account whose position changed.
-    fn trim_touched<S: EventSink>(&mut self, seq: Seq, market: MarketId, sink: &mut S) {
-        while let Some(account) = self.touched.pop() {
-            for side in [Side::Buy, Side::Sell] {
-                loop {
-                    let excess = -self.reducible(account, market, side);
-                    if excess <= 0 {
-                        break;
-                    }
-                    let Some(slot) = self.least_aggressive_reduce_only(account, market, side)
-                    else {
-                        break;
-                    };
-                    let r = *self.orders.get(slot);
-                    if r.leaves.0 <= excess {
-                        self.cancel_slot(seq, slot, CancelReason::ReduceOnly, sink);
-                    } else {
-                        let new_leaves = Qty(r.leaves.0 - excess);
-                        if let Working::Resting(h) = r.working {
-                            self.books[market.0 as usize].reduce(h, new_leaves);
-                        }
-                        let rec = self.orders.get_mut(slot);
-                        rec.leaves = new_leaves;
-                        rec.qty = rec.cum + new_leaves;
-                        let (qty, price) = (rec.qty, rec.price);
-                        sink.emit(Event::OrderAmended {
-                            seq,
-                            order: r.id,
-                            qty,
-                            leaves: new_leaves,
-                            price,
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    fn least_aggressive_reduce_only(
-        &self,
-        account: AccountId,
-        market: MarketId,
-        side: Side,
-    ) -> Option<u32> {
-        let mut best: Option<(u32, i64, u64)> = None;
-        let mut s = self.accounts[self.pm(account, market)].head;
-        while s != NIL {
-            let r = self.orders.get(s);
-            if r.side == side && r.is_reduce_only() && matches!(r.working, Working::Resting(_)) {
-                // Least aggressive: the highest sell, the lowest buy; ties: the newest.
-                let p = r.price.map_or(0, |p| p.0);
-                let key = if side == Side::Sell { p } else { -p };
-                if best.is_none_or(|(_, k, id)| key > k || (key == k && r.id.0 > id)) {
-                    best = Some((s, key, r.id.0));
-                }
-            }
-            s = self.orders.next_in_list(s);
-        }
-        best.map(|(s, _, _)| s)
     }
 
     /// Take an order out of wherever it works and report it cancelled.
@@ -1681,93 +1468,14 @@ impl Engine {
         reason: CancelReason,
         sink: &mut S,
     ) {
-        let r = *self.orders.get(slot);
-        match r.working {
-            Working::Resting(h) => {
-                self.unhold(slot);
-                self.books[r.market.0 as usize].cancel(h);
-            }
-            Working::Untriggered => self.unindex_trigger(slot),
-            Working::Triggered | Working::Pending => {}
-        }
-        sink.emit(Event::OrderCanceled {
-            seq,
-            order: r.id,
-            account: r.account,
-            reason,
-            leaves: r.leaves,
-        });
-        self.drop_record(slot);
+        let market = self.orders.get(slot).market;
+        self.desk(market).cancel_slot(seq, slot, reason, sink);
     }
 
-    // ---- conditional orders ----
-
-    fn trigger_key(r: &OrderRecord) -> (usize, Direction, (i64, u64)) {
-        let stop = r.stop_px.expect("a conditional order has a stop price");
-        (r.exec_inst.trigger() as usize, direction(r.side, r.placed_type), (stop.0, r.id.0))
-    }
-
-    fn index_trigger(&mut self, slot: u32) {
-        let r = *self.orders.get(slot);
-        let (t, dir, (stop, id)) = Self::trigger_key(&r);
-        let triggers = &mut self.markets[r.market.0 as usize].triggers;
-        let at = &mut self.trigger_at;
-        match dir {
-            Direction::Rising => triggers.rising[t].insert(stop, id, slot, at),
-            Direction::Falling => triggers.falling[t].insert(stop, id, slot, at),
-        };
-    }
-
-    fn unindex_trigger(&mut self, slot: u32) {
-        let r = *self.orders.get(slot);
-        let (t, dir, _) = Self::trigger_key(&r);
-        let triggers = &mut self.markets[r.market.0 as usize].triggers;
-        let at = &mut self.trigger_at;
-        let removed = match dir {
-            Direction::Rising => triggers.rising[t].remove(slot, at),
-            Direction::Falling => triggers.falling[t].remove(slot, at),
-        };
-        debug_assert!(removed, "untriggered order missing from the trigger index");
-    }
-
-    /// The next conditional order whose trigger has been reached, if any: references in
-    /// the order Mark, Last, Index; rising before falling; within a set, the stop nearest
-    /// the side it was crossed from first, then the older order.
-    fn next_triggered(&self, market: MarketId) -> Option<OrderId> {
-        let m = &self.markets[market.0 as usize];
-        for r in [TriggerRef::MarkPrice, TriggerRef::LastPrice, TriggerRef::IndexPrice] {
-            let Some(p) = m.reference(r) else { continue };
-            if let Some((stop, id)) = m.triggers.rising[r as usize].first()
-                && stop <= p.0
-            {
-                return Some(OrderId(id));
-            }
-            if let Some((stop, id)) = m.triggers.falling[r as usize].first()
-                && stop >= p.0
-            {
-                return Some(OrderId(id));
-            }
-        }
-        None
-    }
-
-    /// Fire every reached trigger: queue the order to execute when its segment ends
-    /// (`execute_fired`), which announces it. Matching does not look at the account's
-    /// money for it; stage R decides it then, from the state the segment left.
+    /// Fire every reached trigger of `market` (`Desk::fire_triggers`).
     pub(crate) fn fire_triggers(&mut self, market: MarketId) {
-        while let Some(id) = self.next_triggered(market) {
-            let slot = self.orders.slot_of(id).expect("indexed orders are live");
-            self.unindex_trigger(slot);
-            let r = *self.orders.get(slot);
-            let now = r.ord_type.triggered();
-            let i = self.pm(r.account, r.market);
-            self.accounts[i].stop_orders -= 1;
-            let rec = self.orders.get_mut(slot);
-            rec.ord_type = now;
-            rec.working = Working::Triggered;
-            self.fired.push(id);
-            self.fired_at.push(self.applying);
-        }
+        let seq = self.applying;
+        self.desk(market).fire_triggers(seq);
     }
 
     /// Execute the orders fired in the segment that `seq` ends, in the order they fired:
@@ -1777,9 +1485,9 @@ impl Engine {
     /// order takes effect; its events carry `seq`, the command after which it executes.
     /// Their fills may reach more triggers; those make the next round.
     fn execute_fired<S: EventSink>(&mut self, seq: Seq, sink: &mut S) {
-        while !self.fired.is_empty() && self.halt.is_none() {
-            std::mem::swap(&mut self.fired, &mut self.firing);
-            self.fired_at.clear();
+        while !self.matching.fired.is_empty() && self.halt.is_none() {
+            std::mem::swap(&mut self.matching.fired, &mut self.firing);
+            self.matching.fired_at.clear();
             let firing = std::mem::take(&mut self.firing);
             // R reads the cross sums of the accounts the last round's fills changed.
             self.refresh_filled();
@@ -1792,10 +1500,10 @@ impl Engine {
                 let Some(slot) = self.orders.slot_of(id) else { continue };
                 let r = *self.orders.get(slot);
                 debug_assert_eq!(r.working, Working::Triggered, "a fired order waits");
-                self.orders.get_mut(slot).working = Working::Pending;
+                self.orders.slice(r.market).get_mut(slot).working = Working::Pending;
                 sink.emit(Event::OrderTriggered { seq, order: id, ord_type: r.ord_type });
                 if r.is_reduce_only() {
-                    let reducible = self.reducible(r.account, r.market, r.side);
+                    let reducible = self.desk(r.market).reducible(r.account, r.side);
                     let want = if r.qty.0 == 0 { reducible } else { r.leaves.0.min(reducible) };
                     if want <= 0 {
                         self.cancel_slot(seq, slot, CancelReason::NothingToReduce, sink);
@@ -1803,7 +1511,8 @@ impl Engine {
                     }
                     if want != r.qty.0 || want != r.leaves.0 {
                         // Sized to the position when it executes; say so before it trades.
-                        let rec = self.orders.get_mut(slot);
+                        let mut orders = self.orders.slice(r.market);
+                        let rec = orders.get_mut(slot);
                         rec.qty = Qty(want);
                         rec.leaves = Qty(want);
                         let (qty, leaves, price) = (rec.qty, rec.leaves, rec.price);
@@ -1823,25 +1532,9 @@ impl Engine {
 
     // ---- amend and cancel ----
 
-    fn owned_slot(&self, account: AccountId, order: OrderId) -> Result<u32, RejectReason> {
-        if !self.known_account(account) {
-            return Err(RejectReason::UnknownAccount);
-        }
-        let slot = self.orders.slot_of(order).ok_or(if self.issued(order) {
-            RejectReason::OrderNotOpen
-        } else {
-            RejectReason::UnknownOrder
-        })?;
-        if self.orders.get(slot).account != account {
-            return Err(RejectReason::NotYourOrder);
-        }
-        Ok(slot)
-    }
-
     /// Has `order` been given out (it may since have stopped working)?
     pub(crate) fn issued(&self, order: OrderId) -> bool {
-        let n = order.number();
-        n != 0 && self.markets.get(order.market().0 as usize).is_some_and(|m| n < m.next_order)
+        self.markets.get(order.market().0 as usize).is_some_and(|m| m.issued(order.number()))
     }
 
     /// Can `market` accept one more order: a free record, and a number left to give it?
@@ -1850,162 +1543,25 @@ impl Engine {
             && self.markets[market.0 as usize].next_order <= OrderId::MAX_NUMBER
     }
 
-    fn amend<S: EventSink>(&mut self, seq: Seq, a: AmendOrder, sink: &mut S) {
-        let decided = self.take_decision(seq);
-        match self.validate_amend(decided, a) {
-            Ok((slot, qty, price, stop_px)) => {
-                self.apply_amend(seq, slot, qty, price, stop_px, sink)
-            }
-            Err(reason) => self.reject(seq, a.account, reason, 0, sink),
+    /// An amend or a cancel: the order's market's matcher has it (an unknown market names
+    /// no order it gave out).
+    fn order_command<S: EventSink>(&mut self, seq: Seq, command: &Command, sink: &mut S) {
+        let (account, order) = match *command {
+            Command::Amend(a) => (a.account, a.order),
+            Command::Cancel { account, order } => (account, order),
+            _ => unreachable!("an amend or a cancel"),
+        };
+        let decided = match command {
+            Command::Amend(_) => self.take_decision(seq),
+            _ => None,
+        };
+        if !self.known_account(account) {
+            return self.reject(seq, account, RejectReason::UnknownAccount, 0, sink);
         }
-    }
-
-    /// Every check an amend must pass; `decided`: stage R's margin decision for it, if R
-    /// saw it.
-    fn validate_amend(
-        &self,
-        decided: Option<crate::risk::Decision>,
-        a: AmendOrder,
-    ) -> Result<(u32, Qty, Option<Price>, Option<Price>), RejectReason> {
-        let slot = self.owned_slot(a.account, a.order)?;
-        let r = *self.orders.get(slot);
-        let market = &self.markets[r.market.0 as usize];
-        let inst = &market.inst;
-        let untriggered = matches!(r.working, Working::Untriggered);
-        if a.price.is_some() && !r.ord_type.has_limit_price() {
-            return Err(RejectReason::UnexpectedPrice);
+        if !self.known_market(order.market()) {
+            return self.reject(seq, account, RejectReason::UnknownOrder, 0, sink);
         }
-        if a.stop_px.is_some() && !untriggered {
-            return Err(RejectReason::UnexpectedPrice);
-        }
-        for p in [a.price, a.stop_px].into_iter().flatten() {
-            if p.0 <= 0 {
-                return Err(RejectReason::PriceNotPositive);
-            }
-            if p > inst.max_price {
-                return Err(RejectReason::PriceTooLarge);
-            }
-        }
-        if let Some(p) = a.price
-            && !inst.within_band(p, market.mark)
-        {
-            return Err(RejectReason::PriceOutsideBand);
-        }
-        let qty = a.qty.unwrap_or(r.qty);
-        if a.qty.is_some() {
-            if qty.0 <= 0 {
-                return Err(RejectReason::QtyNotPositive);
-            }
-            if qty.0 % inst.lot.0 != 0 {
-                return Err(RejectReason::QtyNotMultipleOfLot);
-            }
-            if qty > inst.max_order_qty {
-                return Err(RejectReason::QtyTooLarge);
-            }
-            if qty <= r.cum {
-                return Err(RejectReason::InvalidAmend);
-            }
-        }
-        let price = a.price.or(r.price);
-        let stop_px = a.stop_px.or(r.stop_px);
-        if qty == r.qty && price == r.price && stop_px == r.stop_px {
-            return Err(RejectReason::InvalidAmend);
-        }
-        if let Working::Resting(_) = r.working
-            && !r.is_reduce_only()
-        {
-            // Stage R decided this amend's margin, finally, as a new order's (`risk.rs`).
-            if let Some(d) = decided {
-                return match d.refusal {
-                    Some(reason) => Err(reason),
-                    None => Ok((slot, qty, price, stop_px)),
-                };
-            }
-            debug_assert!(
-                self.group.len() < self.group_applied as usize,
-                "R decides every amend of a group that reaches its margin"
-            );
-            let leaves = qty - r.cum;
-            let v = inst.value(leaves, price.expect("resting has a price")).abs();
-            let am = self.accounts[self.pm(r.account, r.market)];
-            if let Some(reason) = self.amend_refusal(&r, leaves, v, &am, 0) {
-                return Err(reason);
-            }
-        }
-        Ok((slot, qty, price, stop_px))
-    }
-
-    fn apply_amend<S: EventSink>(
-        &mut self,
-        seq: Seq,
-        slot: u32,
-        qty: Qty,
-        price: Option<Price>,
-        stop_px: Option<Price>,
-        sink: &mut S,
-    ) {
-        let r = *self.orders.get(slot);
-        let leaves = qty - r.cum;
-        let amended = Event::OrderAmended { seq, order: r.id, qty, leaves, price };
-        match r.working {
-            Working::Untriggered => {
-                self.unindex_trigger(slot);
-                let rec = self.orders.get_mut(slot);
-                rec.qty = qty;
-                rec.leaves = leaves;
-                rec.price = price;
-                rec.stop_px = stop_px;
-                self.index_trigger(slot);
-                sink.emit(amended);
-                self.fire_triggers(r.market);
-            }
-            Working::Resting(h) => {
-                let m = r.market.0 as usize;
-                self.unhold(slot);
-                if price == r.price && leaves < r.leaves {
-                    // Quantity down keeps time priority.
-                    self.books[m].reduce(h, leaves);
-                    let rec = self.orders.get_mut(slot);
-                    rec.qty = qty;
-                    rec.leaves = leaves;
-                    self.hold(slot);
-                    sink.emit(amended);
-                } else {
-                    // A price change or quantity up loses priority: out of the book, and
-                    // back in through matching (an amended price may cross).
-                    self.books[m].cancel(h);
-                    let rec = self.orders.get_mut(slot);
-                    rec.qty = qty;
-                    rec.leaves = leaves;
-                    rec.price = price;
-                    rec.working = Working::Pending;
-                    sink.emit(amended);
-                    self.execute(seq, slot, sink);
-                    self.fire_triggers(r.market);
-                }
-                if r.is_reduce_only() && self.orders.slot_of(r.id).is_some() {
-                    // A ReduceOnly order amended up must still fit the position.
-                    self.touched.push(r.account);
-                    self.trim_touched(seq, r.market, sink);
-                }
-            }
-            Working::Triggered => {
-                // Not working anywhere yet: it executes, amended, when its segment ends.
-                let rec = self.orders.get_mut(slot);
-                rec.qty = qty;
-                rec.leaves = leaves;
-                rec.price = price;
-                sink.emit(amended);
-            }
-            Working::Pending => unreachable!("no order is pending between commands"),
-        }
-    }
-
-    fn cancel<S: EventSink>(&mut self, seq: Seq, account: AccountId, order: OrderId, sink: &mut S) {
-        match self.owned_slot(account, order) {
-            Ok(slot) => self.cancel_slot(seq, slot, CancelReason::Requested, sink),
-            Err(reason) => self.reject(seq, account, reason, 0, sink),
-        }
+        self.desk(order.market()).apply(seq, command, decided, sink);
     }
 
     fn cancel_all<S: EventSink>(
@@ -2025,19 +1581,8 @@ impl Engine {
         }
         for m in 0..self.markets.len() {
             let m = MarketId(m as u16);
-            if market.is_some_and(|x| x != m) {
-                continue;
-            }
-            // Oldest first (the list's tail), so the events read in placement order: find
-            // the tail once, then walk back — each cancel unlinks only the order itself.
-            let mut s = self.accounts[self.pm(account, m)].head;
-            while s != NIL && self.orders.next_in_list(s) != NIL {
-                s = self.orders.next_in_list(s);
-            }
-            while s != NIL {
-                let newer = self.orders.prev_in_list(s);
-                self.cancel_slot(seq, s, CancelReason::Requested, sink);
-                s = newer;
+            if market.is_none_or(|x| x == m) {
+                self.desk(m).cancel_all(seq, account, sink);
             }
         }
     }
@@ -2202,233 +1747,10 @@ fn charge(ledger: &mut Ledger, account: AccountId, currency: Currency, fee: Mone
     if fee >= 0 { want - amount } else { amount - want }
 }
 
-/// What one fill moves in money, recorded by matching and moved by `settle_fills`.
-#[derive(Clone, Copy)]
-struct FillMoney {
-    /// The command whose match made the fill.
-    seq: Seq,
-    market: MarketId,
-    /// The buyer's cost change (the seller's is −value).
-    value: Money,
-    /// Buyer's and seller's realised PnL.
-    realised: [(AccountId, Money); 2],
-    /// The taker's and the maker's nominal fees (the `Fill` event's).
-    fees: [(AccountId, Money); 2],
-}
-
-/// The (account, currency) pairs fills changed, each listed once until taken: `refresh`
-/// until the cross sums are refreshed (a segment's end), `check` until maintenance is
-/// checked (the group's end).
-pub(crate) struct Filled {
-    refresh: Vec<(AccountId, Currency)>,
-    check: Vec<(AccountId, Currency)>,
-    refreshing: Vec<bool>,
-    checking: Vec<bool>,
-}
-
-impl Filled {
-    fn new(rows: usize) -> Filled {
-        let n = rows * Currency::COUNT;
-        Filled {
-            refresh: Vec::with_capacity(n),
-            check: Vec::with_capacity(n),
-            refreshing: vec![false; n],
-            checking: vec![false; n],
-        }
-    }
-
-    fn at(account: AccountId, currency: Currency) -> usize {
-        account.0 as usize * Currency::COUNT + currency.index()
-    }
-
-    fn note(&mut self, account: AccountId, currency: Currency) {
-        let i = Filled::at(account, currency);
-        if !self.refreshing[i] {
-            self.refreshing[i] = true;
-            self.refresh.push((account, currency));
-        }
-        if !self.checking[i] {
-            self.checking[i] = true;
-            self.check.push((account, currency));
-        }
-    }
-}
-
-/// Everything one match needs, borrowed apart from the book being matched.
-struct Settlement<'a> {
-    seq: Seq,
-    market: MarketId,
-    inst: &'a Instrument,
-    last: &'a mut Option<Price>,
-    orders: &'a mut Orders,
-    positions: &'a mut [Position],
-    accounts: &'a mut [AccountMarket],
-    money: &'a mut Vec<FillMoney>,
-    unsettled: &'a mut [Money],
-    touched: &'a mut Vec<AccountId>,
-    shards: &'a mut [AccountShard],
-    market_cost: &'a mut i128,
-    margin_cache: &'a mut [MarginCache],
-    extra_margin: &'a mut [Money],
-    filled: &'a mut Filled,
-    liquidator: AccountId,
-    n_markets: usize,
-    taker: OrderRecord,
-    taker_left: Qty,
-}
-
-impl Settlement<'_> {
-    fn pm(&self, account: AccountId) -> usize {
-        account.0 as usize * self.n_markets + self.market.0 as usize
-    }
-
-    fn on_match<S: EventSink>(&mut self, mt: Match, sink: &mut S) {
-        match mt {
-            Match::Fill { maker, maker_account, price, qty, maker_leaves, .. } => {
-                self.fill(maker, maker_account, price, qty, maker_leaves, sink)
-            }
-            Match::SelfTradeCancel { maker, maker_account, leaves, .. } => {
-                let slot = self.orders.slot_of(maker).expect("resting orders have records");
-                self.forget_maker(slot);
-                let seq = self.seq;
-                let reason = CancelReason::SelfTrade;
-                sink.emit(Event::OrderCanceled {
-                    seq,
-                    order: maker,
-                    account: maker_account,
-                    reason,
-                    leaves,
-                });
-            }
-        }
-    }
-
-    /// A maker left the book: drop its record and its margin hold.
-    fn forget_maker(&mut self, slot: u32) {
-        let r = *self.orders.get(slot);
-        let i = self.pm(r.account);
-        let am = &mut self.accounts[i];
-        if r.held_value != 0 {
-            am.sub(r.side, r.leaves.0, r.held_value);
-        }
-        let mut head = am.head;
-        self.orders.unlink(&mut head, slot);
-        let am = &mut self.accounts[i];
-        am.head = head;
-        am.open_orders -= 1;
-        if r.is_reduce_only() {
-            am.reduce_only -= 1;
-        }
-        self.orders.remove(slot);
-    }
-
-    fn fill<S: EventSink>(
-        &mut self,
-        maker: OrderId,
-        maker_account: AccountId,
-        price: Price,
-        qty: Qty,
-        maker_leaves: Qty,
-        sink: &mut S,
-    ) {
-        let inst = self.inst;
-        let currency = inst.settle;
-        let taker_side = self.taker.side;
-        let (buyer, seller) = match taker_side {
-            Side::Buy => (self.taker.account, maker_account),
-            Side::Sell => (maker_account, self.taker.account),
-        };
-        // The fill's value is computed once; the buyer's cost moves by +value, the
-        // seller's by −value, and whatever leaves a cost enters that account's wallet.
-        let value = inst.value(qty, price);
-        let (bi, si) = (self.pm(buyer), self.pm(seller));
-        let cost_before = self.positions[bi].cost as i128 + self.positions[si].cost as i128;
-        let realised_buyer = self.positions[bi].apply_fill(Side::Buy, qty, value);
-        let realised_seller = self.positions[si].apply_fill(Side::Sell, qty, value);
-        *self.market_cost +=
-            self.positions[bi].cost as i128 + self.positions[si].cost as i128 - cost_before;
-        for (account, i) in [(buyer, bi), (seller, si)] {
-            let pos = self.positions[i];
-            if pos.qty == 0 {
-                // A closed isolated position hands its transferred margin back.
-                self.extra_margin[i] = 0;
-            }
-            self.margin_cache[i] = MarginCache::of(&pos, inst);
-            let liquidator = account == self.liquidator;
-            // The isolated count is as of the last refresh: if a fill since then opened or
-            // closed the account's only isolated position, the refresh at the segment's end
-            // flips it and re-marks every cross row of the account, this one among them.
-            let beside = crate::remargin::iso_beside(self.shards, account, currency);
-            let (cache, extra) = (&self.margin_cache[i], self.extra_margin[i]);
-            let floor = crate::remargin::floor(&pos, cache, extra, liquidator, beside);
-            crate::remargin::sync(self.shards, self.market, account, &pos, floor);
-            self.filled.note(account, currency);
-        }
-        // The money moves when the taker's fills are done (`Engine::settle_fills`).
-        let fee = |account: AccountId, rate| {
-            // Liquidation orders trade without fees (the fund would only pay itself).
-            if account == self.liquidator { 0 } else { inst.fee(value, rate) }
-        };
-        let taker_fee = fee(self.taker.account, inst.taker_fee);
-        let maker_fee = fee(maker_account, inst.maker_fee);
-        let (ti, mi) = (self.pm(self.taker.account), self.pm(maker_account));
-        self.unsettled[bi] += realised_buyer;
-        self.unsettled[si] += realised_seller;
-        self.unsettled[ti] -= taker_fee;
-        self.unsettled[mi] -= maker_fee;
-        self.money.push(FillMoney {
-            seq: self.seq,
-            market: self.market,
-            value,
-            realised: [(buyer, realised_buyer), (seller, realised_seller)],
-            fees: [(self.taker.account, taker_fee), (maker_account, maker_fee)],
-        });
-        // The maker's record.
-        let slot = self.orders.slot_of(maker).expect("resting orders have records");
-        let r = *self.orders.get(slot);
-        if maker_leaves.0 == 0 {
-            self.forget_maker(slot);
-        } else {
-            let i = self.pm(r.account);
-            let v = if r.held_value != 0 {
-                let v = inst.value(maker_leaves, r.price.expect("resting")).abs();
-                self.accounts[i].sub(r.side, r.leaves.0, r.held_value);
-                self.accounts[i].add(r.side, maker_leaves.0, v);
-                v
-            } else {
-                0
-            };
-            let rec = self.orders.get_mut(slot);
-            rec.leaves = maker_leaves;
-            rec.cum += qty;
-            rec.held_value = v;
-        }
-        self.taker_left -= qty;
-        *self.last = Some(price);
-        for account in [buyer, seller] {
-            if self.accounts[self.pm(account)].reduce_only != 0 && !self.touched.contains(&account)
-            {
-                self.touched.push(account);
-            }
-        }
-        if !self.touched.contains(&self.taker.account) {
-            self.touched.push(self.taker.account);
-        }
-        sink.emit(Event::Fill {
-            seq: self.seq,
-            market: self.market,
-            maker_order: maker,
-            taker_order: self.taker.id,
-            maker_account,
-            taker_account: self.taker.account,
-            taker_side,
-            price,
-            qty,
-            value,
-            maker_fee,
-            taker_fee,
-            maker_leaves,
-            taker_leaves: self.taker_left,
-        });
-    }
+/// An empty `Vec` of another lifetime with the same room: the run's jobs borrow the
+/// engine for one run only, and their list keeps its allocation from run to run. (Collected
+/// in place: the element types differ only in lifetimes, so size and alignment match.)
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the Vec is empty")).collect()
 }

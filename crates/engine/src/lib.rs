@@ -22,6 +22,7 @@
 
 mod audit;
 mod config;
+mod desk;
 mod engine;
 mod lifecycle;
 mod liquidation;

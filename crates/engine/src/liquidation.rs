@@ -220,11 +220,7 @@ impl Engine {
     /// its own.
     fn backing(&self, account: AccountId, market: MarketId, wallet: i128, elsewhere: i128) -> i128 {
         let i = self.pm(account, market);
-        if self.positions[i].leverage == Leverage::CROSS {
-            wallet - elsewhere
-        } else {
-            (self.margin_cache[i].init + self.extra_margin[i]) as i128
-        }
+        backing(&self.positions[i], &self.margin_cache[i], self.extra_margin[i], wallet, elsewhere)
     }
 
     /// What the account commits in the markets of `market`'s currency other than `market`
@@ -281,9 +277,7 @@ impl Engine {
         wallet: i128,
         elsewhere: i128,
     ) -> Money {
-        let backing = self.backing(account, market, wallet, elsewhere);
-        let margin = backing.max(0).min(wallet.max(0));
-        Money::try_from(margin).expect("margin fits i64")
+        bankruptcy_margin_of(self.backing(account, market, wallet, elsewhere), wallet)
     }
 
     /// BitMEX's five-light ADL indicator of the account's position: its quintile among
@@ -563,4 +557,24 @@ impl Engine {
             self.check_account(account, currency);
         }
     }
+}
+
+/// What backs a position (`Engine::position_margin` before it is floored at zero): a cross
+/// position's is the wallet less what the rest commits (`elsewhere`), an isolated one's its
+/// own margin.
+pub(crate) fn backing(
+    pos: &amdahl_risk::Position,
+    cache: &crate::remargin::MarginCache,
+    extra: Money,
+    wallet: i128,
+    elsewhere: i128,
+) -> i128 {
+    if pos.leverage == Leverage::CROSS { wallet - elsewhere } else { (cache.init + extra) as i128 }
+}
+
+/// The margin a bankruptcy price is worked from: what backs the position, but never more
+/// than the wallet holds.
+pub(crate) fn bankruptcy_margin_of(backing: i128, wallet: i128) -> Money {
+    let margin = backing.max(0).min(wallet.max(0));
+    Money::try_from(margin).expect("margin fits i64")
 }

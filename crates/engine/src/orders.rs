@@ -96,13 +96,22 @@ pub(crate) struct Orders {
     live: Vec<bool>,
     /// Per market: its slice of `slots`, its free slots and its id → slot index.
     markets: Vec<MarketOrders>,
-    len: usize,
 }
 
 struct MarketOrders {
     slots: Range<u32>,
     free: Vec<u32>,
     by_id: FxHashMap<u64, u32>,
+}
+
+/// One market's slice of the table, with everything a matcher changes in it: what a
+/// matcher per market owns (`Orders::slice`, `Orders::slices`). Slot numbers stay global.
+pub(crate) struct OrderSlice<'a> {
+    /// The slice's first slot.
+    base: u32,
+    slots: &'a mut [OrderRecord],
+    live: &'a mut [bool],
+    market: &'a mut MarketOrders,
 }
 
 impl Orders {
@@ -144,7 +153,32 @@ impl Orders {
                 MarketOrders { free: slots.clone().rev().collect(), slots, by_id }
             })
             .collect();
-        Orders { slots: vec![blank; n], live: vec![false; n], markets, len: 0 }
+        Orders { slots: vec![blank; n], live: vec![false; n], markets }
+    }
+
+    /// `market`'s slice, to change.
+    pub fn slice(&mut self, market: MarketId) -> OrderSlice<'_> {
+        let m = &mut self.markets[market.0 as usize];
+        let range = m.slots.start as usize..m.slots.end as usize;
+        OrderSlice {
+            base: m.slots.start,
+            slots: &mut self.slots[range.clone()],
+            live: &mut self.live[range],
+            market: m,
+        }
+    }
+
+    /// Every market's slice at once, in market order (the slices share nothing).
+    pub fn slices(&mut self) -> impl Iterator<Item = OrderSlice<'_>> {
+        let (mut slots, mut live) = (&mut self.slots[..], &mut self.live[..]);
+        self.markets.iter_mut().map(move |m| {
+            let n = m.slots.len();
+            let (s, rest) = std::mem::take(&mut slots).split_at_mut(n);
+            slots = rest;
+            let (l, rest) = std::mem::take(&mut live).split_at_mut(n);
+            live = rest;
+            OrderSlice { base: m.slots.start, slots: s, live: l, market: m }
+        })
     }
 
     /// Is `market`'s slice full?
@@ -152,8 +186,9 @@ impl Orders {
         self.markets[market.0 as usize].free.is_empty()
     }
 
+    /// Live records, in every market.
     pub fn len(&self) -> usize {
-        self.len
+        self.markets.iter().map(|m| m.by_id.len()).sum()
     }
 
     /// `market`'s slots, live or free.
@@ -170,28 +205,6 @@ impl Orders {
         self.live.get(slot as usize).copied().unwrap_or(false)
     }
 
-    /// Into a free slot of the record's market's slice.
-    pub fn insert(&mut self, record: OrderRecord) -> Option<u32> {
-        let m = &mut self.markets[record.market.0 as usize];
-        let slot = m.free.pop()?;
-        m.by_id.insert(record.id.0, slot);
-        self.slots[slot as usize] = record;
-        self.live[slot as usize] = true;
-        self.len += 1;
-        Some(slot)
-    }
-
-    pub fn remove(&mut self, slot: u32) -> OrderRecord {
-        assert!(self.live[slot as usize], "removing a free order slot {slot}");
-        let r = self.slots[slot as usize];
-        self.live[slot as usize] = false;
-        let m = &mut self.markets[r.market.0 as usize];
-        m.by_id.remove(&r.id.0);
-        m.free.push(slot);
-        self.len -= 1;
-        r
-    }
-
     /// The id names its market, so only that market's index is asked.
     pub fn slot_of(&self, id: OrderId) -> Option<u32> {
         self.markets.get(id.market().0 as usize)?.by_id.get(&id.0).copied()
@@ -200,11 +213,6 @@ impl Orders {
     pub fn get(&self, slot: u32) -> &OrderRecord {
         debug_assert!(self.live[slot as usize]);
         &self.slots[slot as usize]
-    }
-
-    pub fn get_mut(&mut self, slot: u32) -> &mut OrderRecord {
-        debug_assert!(self.live[slot as usize]);
-        &mut self.slots[slot as usize]
     }
 
     /// Every live record, in slot order: market by market (deterministic: slots are handed
@@ -226,44 +234,103 @@ impl Orders {
         }
     }
 
-    /// Link `slot` at the head of a list whose head is `*head`.
-    pub fn link(&mut self, head: &mut u32, slot: u32) {
-        let old = *head;
-        {
-            let r = &mut self.slots[slot as usize];
-            r.prev = NIL;
-            r.next = old;
-        }
-        if old != NIL {
-            self.slots[old as usize].prev = slot;
-        }
-        *head = slot;
-    }
-
-    pub fn unlink(&mut self, head: &mut u32, slot: u32) {
-        let (prev, next) = {
-            let r = &self.slots[slot as usize];
-            (r.prev, r.next)
-        };
-        if prev != NIL {
-            self.slots[prev as usize].next = next;
-        } else {
-            debug_assert_eq!(*head, slot);
-            *head = next;
-        }
-        if next != NIL {
-            self.slots[next as usize].prev = prev;
-        }
-        let r = &mut self.slots[slot as usize];
-        r.prev = NIL;
-        r.next = NIL;
-    }
-
     pub fn next_in_list(&self, slot: u32) -> u32 {
         self.slots[slot as usize].next
     }
 
     pub fn prev_in_list(&self, slot: u32) -> u32 {
         self.slots[slot as usize].prev
+    }
+}
+
+impl OrderSlice<'_> {
+    #[inline]
+    fn at(&self, slot: u32) -> usize {
+        let i = slot.wrapping_sub(self.base) as usize;
+        debug_assert!(i < self.slots.len(), "slot {slot} is not this market's");
+        i
+    }
+
+    /// Is the slice full?
+    pub fn is_full(&self) -> bool {
+        self.market.free.is_empty()
+    }
+
+    /// Into a free slot of the slice (the record is this market's).
+    pub fn insert(&mut self, record: OrderRecord) -> Option<u32> {
+        let slot = self.market.free.pop()?;
+        self.market.by_id.insert(record.id.0, slot);
+        let i = self.at(slot);
+        self.slots[i] = record;
+        self.live[i] = true;
+        Some(slot)
+    }
+
+    pub fn remove(&mut self, slot: u32) -> OrderRecord {
+        let i = self.at(slot);
+        assert!(self.live[i], "removing a free order slot {slot}");
+        let r = self.slots[i];
+        self.live[i] = false;
+        self.market.by_id.remove(&r.id.0);
+        self.market.free.push(slot);
+        r
+    }
+
+    /// `id` must name this market.
+    pub fn slot_of(&self, id: OrderId) -> Option<u32> {
+        self.market.by_id.get(&id.0).copied()
+    }
+
+    pub fn get(&self, slot: u32) -> &OrderRecord {
+        let i = self.at(slot);
+        debug_assert!(self.live[i]);
+        &self.slots[i]
+    }
+
+    pub fn get_mut(&mut self, slot: u32) -> &mut OrderRecord {
+        let i = self.at(slot);
+        debug_assert!(self.live[i]);
+        &mut self.slots[i]
+    }
+
+    /// Link `slot` at the head of a list whose head is `*head`.
+    pub fn link(&mut self, head: &mut u32, slot: u32) {
+        let old = *head;
+        {
+            let r = self.get_mut(slot);
+            r.prev = NIL;
+            r.next = old;
+        }
+        if old != NIL {
+            self.get_mut(old).prev = slot;
+        }
+        *head = slot;
+    }
+
+    pub fn unlink(&mut self, head: &mut u32, slot: u32) {
+        let (prev, next) = {
+            let r = self.get(slot);
+            (r.prev, r.next)
+        };
+        if prev != NIL {
+            self.get_mut(prev).next = next;
+        } else {
+            debug_assert_eq!(*head, slot);
+            *head = next;
+        }
+        if next != NIL {
+            self.get_mut(next).prev = prev;
+        }
+        let r = self.get_mut(slot);
+        r.prev = NIL;
+        r.next = NIL;
+    }
+
+    pub fn next_in_list(&self, slot: u32) -> u32 {
+        self.get(slot).next
+    }
+
+    pub fn prev_in_list(&self, slot: u32) -> u32 {
+        self.get(slot).prev
     }
 }

@@ -59,10 +59,12 @@ use disruptor::{
     SingleProducerBarrier, build_single_producer,
 };
 
+use crate::desk::MatchJob;
 use crate::remargin::{AccountShard, Tick, remargin_shard};
 use crate::risk::RiskShard;
 use crate::sink::{EventSink, HashSink};
 use crate::{Engine, EngineConfig};
+use amdahl_disjoint::Work;
 
 /// How a stage waits when it has nothing to do.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -121,6 +123,12 @@ pub struct Topology {
     /// threads by account shard; smaller ones run it on the core, where it costs less than
     /// a round trip to the helpers. The decisions are the same either way.
     pub risk_fan_out: usize,
+    /// Runs of a segment's market commands (all of it but its last command, up to a
+    /// barrier: see `Engine::apply_run`) of at least this many commands are matched by a
+    /// matcher per market, the markets dealt over the threads; shorter runs are matched in
+    /// sequence order on the core. 0: always in sequence order. The events are the same
+    /// either way.
+    pub match_fan_out: usize,
     /// Fault injection for tests: helper threads panic on their first tick.
     #[doc(hidden)]
     pub inject_shard_panic: bool,
@@ -145,6 +153,7 @@ impl Topology {
             helper_wait: Wait::Block,
             ring_slots: 1 << 16,
             risk_fan_out: 256,
+            match_fan_out: 64,
             inject_shard_panic: false,
             inject_corruption_after: None,
         }
@@ -480,12 +489,17 @@ enum ShardWork {
         group: Arc<Vec<Sequenced>>,
         segment: Range<usize>,
     },
+    /// Stage M for some of a run's markets (`Engine::apply_run`): each market's desk,
+    /// lent for the run (`amdahl_disjoint::scope`).
+    Match(amdahl_disjoint::Job),
 }
 
 /// A shard coming home, at its index.
 enum ShardDone {
     Remargin(usize, AccountShard),
     Risk(usize, RiskShard),
+    /// A market's share of a run is done (its job dropped).
+    Match,
 }
 
 /// The core's end of one shard thread.
@@ -525,7 +539,7 @@ impl FanOut {
         }
         self.gather(|done| match done {
             ShardDone::Remargin(index, shard) => shards[index] = shard,
-            ShardDone::Risk(..) => unreachable!("no stage R work is out during a tick"),
+            _ => unreachable!("only remargin work is out during a tick"),
         });
     }
 
@@ -551,7 +565,50 @@ impl FanOut {
         }
         self.gather(|done| match done {
             ShardDone::Risk(index, shard) => risk[index] = shard,
-            ShardDone::Remargin(..) => unreachable!("no tick is out during stage R"),
+            _ => unreachable!("only stage R work is out during stage R"),
+        });
+    }
+
+    /// Stage M of a run over the engine's threads: the first jobs go to the helpers,
+    /// dealt round-robin, and the core runs its share (the rest) meanwhile; it returns when
+    /// every job is back. Each job is one market's desk over its own state, so what runs
+    /// where changes nothing but the time (property 6c; `tests/pipeline.rs`).
+    pub(crate) fn matching(&mut self, jobs: &mut [MatchJob<'_>]) {
+        let threads = self.links.len() + 1;
+        let theirs = jobs.len() * (threads - 1) / threads;
+        let (theirs, mine) = jobs.split_at_mut(theirs);
+        let dead = Arc::clone(&self.dead);
+        let wait = self.wait;
+        let mut idle = 0;
+        // A helper that died with a job in its queue never gives it back: the scope would
+        // wait forever, so that is the end of the process (its panic is already printed).
+        let on_idle = || {
+            if dead.load(Ordering::Acquire) {
+                eprintln!("amdahl: a matcher thread died holding a market's run");
+                std::process::abort();
+            }
+            wait.idle(&mut idle);
+        };
+        amdahl_disjoint::scope(on_idle, |s| {
+            for (k, job) in theirs.iter_mut().enumerate() {
+                let link = &mut self.links[k % (threads - 1)];
+                if link.work.push(ShardWork::Match(s.job(job))).is_err() {
+                    unreachable!("a link's queue holds every market of its thread");
+                }
+                link.out += 1;
+            }
+            if self.wake {
+                for link in self.links.iter().filter(|l| l.out > 0) {
+                    link.thread.unpark();
+                }
+            }
+            for job in mine {
+                job.work();
+            }
+            self.gather(|done| match done {
+                ShardDone::Match => {}
+                _ => unreachable!("only stage M work is out during a run"),
+            });
         });
     }
 
@@ -632,6 +689,10 @@ impl ShardServer {
                 engine.risk_pass(&group[segment], &mut shard);
                 drop((engine, group));
                 ShardDone::Risk(index, shard)
+            }
+            ShardWork::Match(job) => {
+                job.run();
+                ShardDone::Match
             }
         };
         if self.done.push(done).is_err() {
@@ -763,8 +824,9 @@ impl Pipeline {
         let mut output_poller = output_poller;
         let mut publisher_thread = None;
         for i in 1..n {
-            // Room for every shard this thread serves in one tick.
-            let serves = topology.account_shards.div_ceil(n).max(1);
+            // Room for every shard this thread serves in one tick, and every market it
+            // matches in one run.
+            let serves = topology.account_shards.max(config.markets.len()).div_ceil(n).max(1);
             let (work_tx, work_rx) = rtrb::RingBuffer::new(serves);
             let (done_tx, done_rx) = rtrb::RingBuffer::new(serves);
             let server = ShardServer {
@@ -937,6 +999,7 @@ fn run_core(
     let mut engine = Engine::with_shards(config, topology.account_shards as u32);
     let helpers = !links.is_empty();
     if helpers {
+        engine.match_runs_of(topology.match_fan_out);
         engine.fan_out = std::sync::Mutex::new(Some(FanOut {
             links,
             wait: topology.core_wait,
@@ -999,7 +1062,9 @@ fn run_core(
                     }
                     let last = group.last().expect("not empty").seq;
                     let mut segment = core(&mut engine).open_group(&group);
-                    for (k, cmd) in group.iter().enumerate() {
+                    let mut k = 0;
+                    while k < group.len() {
+                        let cmd = &group[k];
                         // Stage R of each segment before M applies its first command
                         // (`Engine::apply` would decide it on this thread).
                         if let Some(s) = segment.take().or_else(|| core(&mut engine).next_segment())
@@ -1017,7 +1082,8 @@ fn run_core(
                         };
                         let start = if mark.is_some() { clock.map_or(0, |c| c()) } else { 0 };
                         let rows = mark.map_or(0, |m| e.open_positions(m) as u64);
-                        e.apply(cmd, &mut sink);
+                        // A run of market commands goes to the matchers at once.
+                        let applied = e.apply_at(&group, k, &mut sink);
                         if mark.is_some() {
                             let before = times.mark_ns.len();
                             timed(&mut times.mark_ns, start);
@@ -1027,9 +1093,12 @@ fn run_core(
                             }
                         }
                         // Entry times travel only when latency is measured.
-                        if k >= fed && clock.is_some() {
-                            sink.put(OutKind::CommandDone, NO_EVENT, entered[k - fed]);
+                        if clock.is_some() {
+                            for j in (k..k + applied).filter(|&j| j >= fed) {
+                                sink.put(OutKind::CommandDone, NO_EVENT, entered[j - fed]);
+                            }
                         }
+                        k += applied;
                     }
                     let group_commands = (group.len() - fed) as u64;
                     held(&mut group).clear();
