@@ -141,6 +141,8 @@ fn topologies() -> Vec<Topology> {
             pin: vec![0, 1, 63, 1000],
             risk_fan_out: 40,
             match_fan_out: 3,
+            // Markets 0 and 1 on the third helper, 2 on the core, the rest by default.
+            market_threads: vec![3, 3, 0],
             ..Topology::threads(4)
         },
         // Two threads, no matchers per market: sequence order on the core.

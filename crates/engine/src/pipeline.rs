@@ -5,46 +5,51 @@
 //!  caller (gateway/driver) ──ingress ring──▶ core thread ──output ring──▶ publish
 //!                           (disruptor)     sequencer: seq numbers,        (stage A: event
 //!                                           groups, fed-back liquidations  stream hash,
-//!                                           R (its shards) + merge, M      acks per group,
-//!                                           P (its shards) + merge         latency)
-//!                                             │ ▲  R and tick fan-out (rtrb, a pair per
-//!                                             ▼ │  helper)
-//!                                           helper threads: R and P, the other shards
+//!                                           R (its shards) + merge         acks per group,
+//!                                           M (its markets) + merge        latency)
+//!                                           P settle; tick (its shards)
+//!                                             │ ▲  R, M and tick fan-out (rtrb, a pair
+//!                                             ▼ │  per helper)
+//!                                           helper threads: R shards, markets' matchers,
+//!                                           remargin shards
 //! ```
 //!
 //! - **Stages and rings.** The ingress and output streams are `disruptor` rings: fixed
-//!   slots filled in place, one producer, one polling consumer. The tick fan-out uses an
-//!   `rtrb` queue pair per helper thread instead: a shard is *moved* to its thread and back (its
-//!   `Vec` headers, not its rows), and a disruptor consumer only ever sees `&E`, which
-//!   cannot carry ownership.
+//!   slots filled in place, one producer, one polling consumer. The fan-outs use an `rtrb`
+//!   queue pair per helper thread instead: a shard is *moved* to its thread and back (its
+//!   `Vec` headers, not its rows), a market's matcher is *lent* (`amdahl_disjoint::scope`),
+//!   and a disruptor consumer only ever sees `&E`, which can carry neither.
 //! - **The Amdahl split.** The core holds a group until its cut and runs stage R over it
 //!   per account shard, one segment at a time (`risk.rs`), each against the state matching
 //!   has reached when it begins: a segment of `risk_fan_out` commands or more on every
 //!   thread at once (the engine and the group shared through `Arc`s, read-only, the
-//!   shards' reservation state moved out and back), a smaller one on the core. It matches
-//!   the group in sequence order. A mark tick re-margins every
-//!   open position of its market; that pass splits by account shard and runs on every
-//!   engine thread at once, and the core merges the partial sums and candidates when all
-//!   shards are back (the barrier that keeps group g+1's risk checks after group g's
+//!   shards' reservation state moved out and back), a smaller one on the core. Then stage
+//!   M: a run of the segment's commands (all but its last, up to a barrier) of
+//!   `match_fan_out` commands or more goes to a matcher per market (`desk.rs`), each
+//!   market's desk on its thread (`market_threads`: markets share a thread when threads
+//!   are fewer), over its own market's state; the core applies the commands that name no
+//!   market and merges what the desks left in sequence order (`Engine::apply_run`). A
+//!   shorter run is matched on the core, in sequence order. Stage P — the fills' money —
+//!   settles on the core when the segment ends, in fill order. A mark tick re-margins
+//!   every open position of its market; that pass splits by account shard and runs on
+//!   every engine thread at once, and the core merges the partial sums and candidates when
+//!   all shards are back (the barrier that keeps group g+1's risk checks after group g's
 //!   remargin). Publishing — hashing the event stream, releasing acks per group,
 //!   measuring latency — overlaps with the next group on its own thread.
 //! - **Determinism.** Every decision is made on the core thread, in sequence order, from
-//!   state that the fan-out merges in a canonical order; the threads only change *where*
-//!   the pure per-shard work runs. `threads = 1` is the serial engine itself. The
-//!   equivalence property test (`tests/pipeline.rs`) holds the pipeline to the serial
-//!   engine event for event and hash for hash.
-//! - **No allocation, lock or syscall in steady state.** Rings and the per-shard finding
-//!   lists are allocated at start; the ledger (for a tick) and the engine and group (for
-//!   R) are shared with shard threads through `Arc`s whose counts only move during a
-//!   fan-out (an atomic, not a lock). The only
-//!   syscalls are futex wakes under the `Block` wait strategy, and only when the other
-//!   side actually sleeps, and the sleeps of a producer whose ring is full (backpressure).
+//!   state that the fan-outs merge in a canonical order; the threads only change *where*
+//!   the pure per-shard and per-market work runs. `threads = 1` is the serial engine
+//!   itself. The equivalence property test (`tests/pipeline.rs`) holds the pipeline to the
+//!   serial engine event for event and hash for hash.
+//! - **No allocation, lock or syscall in steady state.** Rings, the per-shard finding
+//!   lists and the markets' lanes are allocated at start; the ledger (for a tick) and the
+//!   engine and group (for R) are shared with shard threads through `Arc`s whose counts
+//!   only move during a fan-out (an atomic, not a lock), and a run's desks are lent for
+//!   the run, the core waiting for all (an atomic count). The only syscalls are futex
+//!   wakes under the `Block` wait strategy, and only when the other side actually sleeps,
+//!   and the sleeps of a producer whose ring is full (backpressure).
 //! - **Limits.** The rings have fixed sizes; a full ring makes its producer wait (the
 //!   gateway's admission queue, not the engine, sheds load).
-//!
-//! Not built here (see the README): matchers sharded by market, which need the engine's
-//! state split into market-local (book, orders, positions) and account-level (wallets,
-//! cross sums) parts.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -129,6 +134,10 @@ pub struct Topology {
     /// sequence order on the core. 0: always in sequence order. The events are the same
     /// either way.
     pub match_fan_out: usize,
+    /// Per market, the thread whose matcher takes it in a run (0 is the core); a market
+    /// past the list's end goes to thread `market mod N`. Several markets share a thread
+    /// when threads are fewer than markets.
+    pub market_threads: Vec<usize>,
     /// Fault injection for tests: helper threads panic on their first tick.
     #[doc(hidden)]
     pub inject_shard_panic: bool,
@@ -154,6 +163,7 @@ impl Topology {
             ring_slots: 1 << 16,
             risk_fan_out: 256,
             match_fan_out: 64,
+            market_threads: Vec::new(),
             inject_shard_panic: false,
             inject_corruption_after: None,
         }
@@ -171,6 +181,9 @@ impl Topology {
         }
         if self.account_shards == 0 || self.account_shards > 4096 {
             return Err(format!("account_shards: need 1..=4096, got {}", self.account_shards));
+        }
+        if let Some(&t) = self.market_threads.iter().find(|&&t| t >= self.threads) {
+            return Err(format!("market_threads: thread {t} is not one of {}", self.threads));
         }
         if !self.ring_slots.is_power_of_two() || self.ring_slots < 64 {
             return Err("ring_slots: need a power of two ≥ 64".into());
@@ -515,6 +528,8 @@ struct ShardLink {
 /// engine while it runs in a pipeline).
 pub(crate) struct FanOut {
     links: Vec<ShardLink>,
+    /// `Topology::market_threads`.
+    market_threads: Vec<usize>,
     wait: Wait,
     wake: bool,
     dead: Arc<AtomicBool>,
@@ -569,13 +584,21 @@ impl FanOut {
         });
     }
 
-    /// Stage M of a run over the engine's threads: the first jobs go to the helpers,
-    /// dealt round-robin, and the core runs its share (the rest) meanwhile; it returns when
+    /// Stage M of a run over the engine's threads: each market's job goes to its thread
+    /// (`Topology::market_threads`), the core runs its own meanwhile, and this returns when
     /// every job is back. Each job is one market's desk over its own state, so what runs
     /// where changes nothing but the time (property 6c; `tests/pipeline.rs`).
     pub(crate) fn matching(&mut self, jobs: &mut [MatchJob<'_>]) {
         let threads = self.links.len() + 1;
-        let theirs = jobs.len() * (threads - 1) / threads;
+        // (Out of `self` for the run, so `self` can be borrowed whole below.)
+        let market_threads = std::mem::take(&mut self.market_threads);
+        let thread_of = |job: &MatchJob<'_>| {
+            let m = job.lane as usize;
+            market_threads.get(m).copied().unwrap_or(m % threads)
+        };
+        // The helpers' jobs first, so all are out before the core starts on its own.
+        jobs.sort_unstable_by_key(|job| thread_of(job) == 0);
+        let theirs = jobs.iter().take_while(|job| thread_of(job) != 0).count();
         let (theirs, mine) = jobs.split_at_mut(theirs);
         let dead = Arc::clone(&self.dead);
         let wait = self.wait;
@@ -590,8 +613,8 @@ impl FanOut {
             wait.idle(&mut idle);
         };
         amdahl_disjoint::scope(on_idle, |s| {
-            for (k, job) in theirs.iter_mut().enumerate() {
-                let link = &mut self.links[k % (threads - 1)];
+            for job in theirs.iter_mut() {
+                let link = &mut self.links[thread_of(job) - 1];
                 if link.work.push(ShardWork::Match(s.job(job))).is_err() {
                     unreachable!("a link's queue holds every market of its thread");
                 }
@@ -610,6 +633,7 @@ impl FanOut {
                 _ => unreachable!("only stage M work is out during a run"),
             });
         });
+        self.market_threads = market_threads;
     }
 
     /// Send shard s to thread s mod N (thread 0, the core, keeps its own: the others
@@ -825,8 +849,8 @@ impl Pipeline {
         let mut publisher_thread = None;
         for i in 1..n {
             // Room for every shard this thread serves in one tick, and every market it
-            // matches in one run.
-            let serves = topology.account_shards.max(config.markets.len()).div_ceil(n).max(1);
+            // may match in one run.
+            let serves = topology.account_shards.div_ceil(n).max(config.markets.len()).max(1);
             let (work_tx, work_rx) = rtrb::RingBuffer::new(serves);
             let (done_tx, done_rx) = rtrb::RingBuffer::new(serves);
             let server = ShardServer {
@@ -1002,6 +1026,7 @@ fn run_core(
         engine.match_runs_of(topology.match_fan_out);
         engine.fan_out = std::sync::Mutex::new(Some(FanOut {
             links,
+            market_threads: topology.market_threads.clone(),
             wait: topology.core_wait,
             wake: topology.helper_wait == Wait::Block,
             dead: Arc::clone(&dead),

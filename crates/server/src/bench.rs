@@ -79,6 +79,15 @@ pub struct BenchArgs {
     /// threads (smaller ones run it on the core thread).
     #[arg(long, default_value_t = Topology::threads(1).risk_fan_out)]
     pub risk_fan_out: usize,
+    /// Runs of a segment's market commands of at least this many commands are matched
+    /// by a matcher per market, on the pipeline's threads (0: always in sequence order on
+    /// the core).
+    #[arg(long, default_value_t = Topology::threads(1).match_fan_out)]
+    pub match_fan_out: usize,
+    /// Per market, the pipeline thread that matches it (a list; default: market m on
+    /// thread m mod N).
+    #[arg(long, value_delimiter = ',')]
+    pub market_threads: Vec<usize>,
     /// Pin pipeline thread i to CPU core pin[i] (a list; missing cores are skipped).
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<usize>,
@@ -109,6 +118,8 @@ impl BenchArgs {
             publish_on: self.publish_on.unwrap_or(threads - 1),
             account_shards: self.account_shards.unwrap_or(threads),
             risk_fan_out: self.risk_fan_out,
+            match_fan_out: self.match_fan_out,
+            market_threads: self.market_threads.clone(),
             pin: self.pin.clone(),
             core_wait: wait,
             helper_wait: wait,
@@ -604,6 +615,8 @@ fn pipeline_run(
         "topology": {
             "account_shards": topology.account_shards,
             "risk_fan_out": topology.risk_fan_out,
+            "match_fan_out": topology.match_fan_out,
+            "market_threads": topology.market_threads,
             "publish_on": topology.publish_on,
             "pin": topology.pin,
             "core_wait": format!("{:?}", topology.core_wait),
