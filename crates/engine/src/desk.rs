@@ -236,6 +236,30 @@ pub(crate) struct Taken {
     narrowed: bool,
 }
 
+/// A new or amended order's limit and stop prices: positive, on the ladder, and the limit
+/// inside the band around the mark.
+fn prices_refusal(
+    inst: &Instrument,
+    mark: Price,
+    price: Option<Price>,
+    stop_px: Option<Price>,
+) -> Result<(), RejectReason> {
+    for p in [price, stop_px].into_iter().flatten() {
+        if p.0 <= 0 {
+            return Err(RejectReason::PriceNotPositive);
+        }
+        if p > inst.max_price {
+            return Err(RejectReason::PriceTooLarge);
+        }
+    }
+    if let Some(p) = price
+        && !inst.within_band(p, mark)
+    {
+        return Err(RejectReason::PriceOutsideBand);
+    }
+    Ok(())
+}
+
 pub(crate) fn reject<S: EventSink>(
     seq: Seq,
     account: AccountId,
@@ -332,19 +356,7 @@ impl Desk<'_> {
             (false, Some(_)) => return Err(RejectReason::UnexpectedPrice),
             _ => {}
         }
-        for p in [o.price, o.stop_px].into_iter().flatten() {
-            if p.0 <= 0 {
-                return Err(RejectReason::PriceNotPositive);
-            }
-            if p > inst.max_price {
-                return Err(RejectReason::PriceTooLarge);
-            }
-        }
-        if let Some(p) = o.price
-            && !inst.within_band(p, market.mark)
-        {
-            return Err(RejectReason::PriceOutsideBand);
-        }
+        prices_refusal(inst, market.mark, o.price, o.stop_px)?;
         let close = o.exec_inst.contains(ExecInst::CLOSE);
         if o.qty.0 < 0 || (o.qty.0 == 0 && !close) {
             return Err(RejectReason::QtyNotPositive);
@@ -939,19 +951,7 @@ impl Desk<'_> {
         if a.stop_px.is_some() && !untriggered {
             return Err(RejectReason::UnexpectedPrice);
         }
-        for p in [a.price, a.stop_px].into_iter().flatten() {
-            if p.0 <= 0 {
-                return Err(RejectReason::PriceNotPositive);
-            }
-            if p > inst.max_price {
-                return Err(RejectReason::PriceTooLarge);
-            }
-        }
-        if let Some(p) = a.price
-            && !inst.within_band(p, market.mark)
-        {
-            return Err(RejectReason::PriceOutsideBand);
-        }
+        prices_refusal(inst, market.mark, a.price, a.stop_px)?;
         let qty = a.qty.unwrap_or(r.qty);
         if a.qty.is_some() {
             if qty.0 <= 0 {

@@ -1281,23 +1281,15 @@ impl Engine {
 
     fn place<S: EventSink>(&mut self, seq: Seq, order: NewOrder, sink: &mut S) {
         let decided = self.take_decision(seq);
-        if !self.known_account(order.account) {
-            return self.reject(
-                seq,
-                order.account,
-                RejectReason::UnknownAccount,
-                order.client_tag,
-                sink,
-            );
-        }
-        if !self.known_market(order.market) {
-            return self.reject(
-                seq,
-                order.account,
-                RejectReason::UnknownMarket,
-                order.client_tag,
-                sink,
-            );
+        let refusal = if !self.known_account(order.account) {
+            Some(RejectReason::UnknownAccount)
+        } else if !self.known_market(order.market) {
+            Some(RejectReason::UnknownMarket)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            return self.reject(seq, order.account, reason, order.client_tag, sink);
         }
         self.desk(order.market).place(seq, order, decided, sink);
     }

@@ -24,8 +24,9 @@
 //!    from the money its segment began with. Settlement events are compared apart: a fill's
 //!    money moves when its segment ends (6b). `Halted` never occurs. With the same cuts,
 //!    each segment's market commands matched market by market
-//!    (`Engine::match_markets_in_turn`, what a matcher per market does) give identical
-//!    events and state hash too (6c).
+//!    (`Engine::match_markets_in_turn`: every run through the markets' own desks and
+//!    scratch, one after another, then merged, as the pipeline's matchers run them) give
+//!    identical events and state hash too (6c).
 //! 7. Events are internally consistent: fill qty > 0, leaves ≥ 0 and continuous, the fill
 //!    is at the maker's price and within the taker's limit (Market: within the band around
 //!    the mark), value = `Instrument::value`, both fees are the rate × value (zero for the

@@ -27,8 +27,9 @@
 //!    fills are checked for maintenance when their group ends; or a closing order's
 //!    bankruptcy limit, worked from the money its segment began with. Settlement events are
 //!    compared apart: a fill's money moves when its segment ends (6b). With the same cuts,
-//!    each segment's market commands matched market by market
-//!    (`Engine::match_markets_in_turn`) give identical events and state hash too (6c).
+//!    each segment's market commands matched market by market, each market's on its own
+//!    desk (`Engine::match_markets_in_turn`), give identical events and state hash too
+//!    (6c).
 //! 7. A taker never realises a loss its wallet cannot pay: it trades no further than its
 //!    position's bankruptcy price, so the insurance fund covers only makers, gaps and the
 //!    liquidation engine (every command) — or a taker that filled in another market of the
