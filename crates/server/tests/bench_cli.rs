@@ -133,13 +133,15 @@ fn rounds_report_both_ratios_from_their_runs() {
 
 #[test]
 fn impossible_topologies_are_clear_usage_errors() {
-    for (threads, publish_on, message) in
-        [("0", None, "--threads 0"), ("2", Some("5"), "publish_on 5 is not one of 2 threads")]
-    {
+    for (threads, flag, message) in [
+        ("0", None, "--threads 0"),
+        ("2", Some(["--publish-on", "5"]), "publish_on 5 is not one of 2 threads"),
+        ("2", Some(["--market-threads", "0,2"]), "market_threads: thread 2 is not one of 2"),
+    ] {
         let mut args = SMALL.to_vec();
         args.extend(["--threads", threads]);
-        if let Some(p) = publish_on {
-            args.extend(["--publish-on", p]);
+        if let Some(flag) = flag {
+            args.extend(flag);
         }
         let out = bench(&args);
         assert_eq!(out.status.code(), Some(2));
