@@ -255,6 +255,8 @@ pub struct Engine {
     run_min: usize,
     /// Applying a run's commands out of sequence order (`apply_run`).
     in_run: bool,
+    /// Where the last run too short to fan out ended (`apply_at`), in the open group.
+    short_run: usize,
     /// Per market, its matcher's lane of a run; the lane of each command of the current
     /// run (`markets` for none); the events of the run's commands that name no market;
     /// cursors of the merge; and the run's jobs' room, kept between runs (`recycle`).
@@ -374,6 +376,7 @@ impl Engine {
             in_turn: false,
             run_min: 0,
             in_run: false,
+            short_run: 0,
             lanes: Vec::new(),
             run_lanes: Vec::with_capacity(1 << 12),
             run_events: Vec::with_capacity(1 << 12),
@@ -577,6 +580,7 @@ impl Engine {
             "begin_group: the previous group was not ended"
         );
         self.group_begun = true;
+        self.short_run = 0;
         self.group.clear();
         self.group.extend_from_slice(group);
         self.segment_end = 0;
@@ -748,7 +752,9 @@ impl Engine {
         sink: &mut S,
     ) -> usize {
         let min = if self.in_turn { 2 } else { self.run_min };
-        if min != 0 {
+        // `group[i..short_run]` was scanned as part of a run too short: a later start in it
+        // only makes the run shorter, so it is not scanned again.
+        if min != 0 && i >= self.short_run {
             if let Some(segment) = self.next_segment() {
                 self.risk_segment(segment);
             }
@@ -762,6 +768,7 @@ impl Engine {
                 self.apply_run(&group[i..j], sink);
                 return j - i;
             }
+            self.short_run = j;
         }
         self.apply(&group[i], sink);
         1
