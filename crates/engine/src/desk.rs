@@ -260,6 +260,32 @@ fn prices_refusal(
     Ok(())
 }
 
+/// Take an order's record out of the table and out of its account's aggregates in the
+/// market: its margin hold, its place in the account's list, its counts.
+fn remove_record(
+    orders: &mut OrderSlice<'_>,
+    accounts: &mut Rows<'_, AccountMarket>,
+    slot: u32,
+) -> OrderRecord {
+    let r = *orders.get(slot);
+    let am = &mut accounts[r.account];
+    if r.held_value != 0 {
+        am.sub(r.side, r.leaves.0, r.held_value);
+    }
+    let mut head = am.head;
+    orders.unlink(&mut head, slot);
+    let am = &mut accounts[r.account];
+    am.head = head;
+    am.open_orders -= 1;
+    if r.is_reduce_only() {
+        am.reduce_only -= 1;
+    }
+    if matches!(r.working, Working::Untriggered) {
+        am.stop_orders -= 1;
+    }
+    orders.remove(slot)
+}
+
 pub(crate) fn reject<S: EventSink>(
     seq: Seq,
     account: AccountId,
@@ -562,20 +588,7 @@ impl Desk<'_> {
     }
 
     fn drop_record(&mut self, slot: u32) -> OrderRecord {
-        self.unhold(slot);
-        let r = *self.orders.get(slot);
-        let mut head = self.accounts[r.account].head;
-        self.orders.unlink(&mut head, slot);
-        let am = &mut self.accounts[r.account];
-        am.head = head;
-        am.open_orders -= 1;
-        if r.is_reduce_only() {
-            am.reduce_only -= 1;
-        }
-        if matches!(r.working, Working::Untriggered) {
-            am.stop_orders -= 1;
-        }
-        self.orders.remove(slot)
+        remove_record(&mut self.orders, &mut self.accounts, slot)
     }
 
     /// Count a resting order's leaves in its account's order-margin aggregates.
@@ -1116,20 +1129,7 @@ impl Settlement<'_, '_> {
 
     /// A maker left the book: drop its record and its margin hold.
     fn forget_maker(&mut self, slot: u32) {
-        let r = *self.orders.get(slot);
-        let am = &mut self.accounts[r.account];
-        if r.held_value != 0 {
-            am.sub(r.side, r.leaves.0, r.held_value);
-        }
-        let mut head = am.head;
-        self.orders.unlink(&mut head, slot);
-        let am = &mut self.accounts[r.account];
-        am.head = head;
-        am.open_orders -= 1;
-        if r.is_reduce_only() {
-            am.reduce_only -= 1;
-        }
-        self.orders.remove(slot);
+        remove_record(self.orders, self.accounts, slot);
     }
 
     fn fill<S: EventSink>(
