@@ -528,16 +528,29 @@ impl Desk<'_> {
     /// does not see them); where they lost money, the insurance fund covers the gap, as it
     /// does for a maker. Elsewhere every fill has settled, and the engine hands the
     /// account as it is now (`now_basis`).
+    ///
+    /// R keeps a `Basis` wherever one may be read (`note_basis`), and the engine hands a
+    /// settled order its account (`now_basis`); the debug assertions hold both. Were either
+    /// missing in a release build, this is in the middle of a command (the order is
+    /// accepted), so it does not panic: it takes no margin at all, and the order trades
+    /// only where it realises no loss beyond its own market's unsettled gains.
     fn closing_margin(&self, account: AccountId) -> Money {
-        let (wallet, elsewhere) = if self.settle_later {
-            // R keeps a Basis wherever one may be read (`note_basis`).
+        let known = if self.settle_later {
             let at = self.basis_at[self.pm(account)];
-            assert!(at != NIL, "no Basis for a closing order of ({account:?}, {:?})", self.id);
-            let b = &self.basis[at as usize];
-            (b.wallet as i128, b.elsewhere)
+            debug_assert!(
+                at != NIL,
+                "no Basis for a closing order of ({account:?}, {:?})",
+                self.id
+            );
+            (at != NIL).then(|| {
+                let b = &self.basis[at as usize];
+                (b.wallet as i128, b.elsewhere)
+            })
         } else {
-            self.now_basis.expect("the engine hands a settled order its account")
+            debug_assert!(self.now_basis.is_some(), "a settled order without its account");
+            self.now_basis
         };
+        let (wallet, elsewhere) = known.unwrap_or((0, 0));
         let wallet = wallet + self.unsettled[account] as i128;
         let backing = crate::liquidation::backing(
             &self.positions[account],
